@@ -1,0 +1,1 @@
+"""Sunrise data platform: the Dagster code location."""
