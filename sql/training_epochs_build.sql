@@ -1,0 +1,16 @@
+-- Pivot the long features of one night to one column per feature and join the PSG labels, in SQL.
+-- Every PSG epoch gets a row (LEFT JOIN): epochs the sensor did not cover have NULL features.
+-- The pivot columns are one "MAX(CASE WHEN f.feature = :feature_i THEN f.value END)" per feature:
+-- feature names are bound parameters, column names validated identifiers.
+INSERT INTO training_epochs (night_id, epoch, {feature_columns}, psg_stage, psg_respiratory_event)
+SELECT
+    l.night_id,
+    l.epoch,
+    {pivot_columns},
+    l.psg_stage,
+    l.psg_respiratory_event
+FROM psg_epoch_labels AS l
+LEFT JOIN epoch_features_long AS f
+    ON f.night_id = l.night_id AND f.epoch = l.epoch
+WHERE l.night_id = :night_id
+GROUP BY l.night_id, l.epoch, l.psg_stage, l.psg_respiratory_event;

@@ -1,0 +1,83 @@
+"""Pseudonyms and date shifts: the only place that holds the secret key.
+
+A night's partition key is ``sub-<8 hex>_ses-<YYYYMMDD>``: the subject part is an HMAC of the
+site and patient reference, the session date is the night's (evening) date shifted by a per-subject
+number of days. Both are stable across re-runs given the same key, and neither can be reversed or
+recomputed without it. Intervals inside one subject's data are kept (one shift per subject).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+import sys
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+KEY_ENV = "SUNRISE_PSEUDONYM_KEY"
+# Public on purpose: the demo and the tests use it, production refuses it.
+DEMO_KEY = "sunrise-demo-key-not-for-real-data"
+NIGHT_KEY_RE = re.compile(r"^sub-[0-9a-f]{8}_ses-\d{8}(_run-\d+)?$")
+MAX_SHIFT_DAYS = 3650
+
+
+class MissingKeyError(RuntimeError):
+    pass
+
+
+def load_key(*, allow_demo: bool = False) -> bytes:
+    """The pseudonym key from the environment; with ``allow_demo`` fall back to the demo key, loudly."""
+    value = os.environ.get(KEY_ENV, "")
+    if value:
+        if value == DEMO_KEY and not allow_demo:
+            raise MissingKeyError(f"{KEY_ENV} holds the public demo key; set a secret key for real data")
+        return value.encode()
+    if allow_demo:
+        print(
+            f"WARNING: {KEY_ENV} is not set: using the PUBLIC DEMO KEY. Pseudonyms made with it "
+            "protect nothing; never use it on real patient data.",
+            file=sys.stderr,
+        )
+        return DEMO_KEY.encode()
+    raise MissingKeyError(f"{KEY_ENV} is not set: the pseudonym key must come from the environment")
+
+
+def _mac(key: bytes, purpose: str, value: str) -> bytes:
+    # The purpose prefix separates the uses of the key so that no output can stand in for another.
+    return hmac.new(key, f"{purpose}\x00{value}".encode(), hashlib.sha256).digest()
+
+
+@dataclass(frozen=True)
+class Pseudonymizer:
+    key: bytes
+
+    def subject(self, site: str, patient_ref: str) -> str:
+        """``sub-`` + 8 hex digits, from the HMAC of site and patient reference."""
+        return "sub-" + _mac(self.key, "subject", f"{site.strip().lower()}/{patient_ref.strip()}").hex()[:8]
+
+    def date_shift_days(self, subject: str) -> int:
+        """Days to move every date of one subject back by: 1..MAX_SHIFT_DAYS, fixed per subject."""
+        return 1 + int.from_bytes(_mac(self.key, "date-shift", subject)[:4], "big") % MAX_SHIFT_DAYS
+
+    def token(self, purpose: str, value: str, length: int = 12) -> str:
+        """A keyed pseudonym for any other identifier (device serial, recording id)."""
+        return _mac(self.key, purpose, value).hex()[:length]
+
+
+def night_date(local_start: datetime) -> date:
+    """The evening a night belongs to: a study starting after midnight counts for the day before."""
+    return (local_start - timedelta(hours=12)).date()
+
+
+def night_key(subject: str, shifted_night_date: date, run: int = 1) -> str:
+    key = f"{subject}_ses-{shifted_night_date:%Y%m%d}"
+    return key if run == 1 else f"{key}_run-{run}"
+
+
+def validate_night_key(key: str) -> str:
+    """Partition keys reach file paths and SQL: only the pseudonym shape is accepted."""
+    if not NIGHT_KEY_RE.fullmatch(key):
+        raise ValueError(f"{key!r} is not a night key (sub-xxxxxxxx_ses-YYYYMMDD)")
+    return key

@@ -1,0 +1,130 @@
+"""Gold: sunalgo's outputs per night (features, predictions, clinical scores) and agreement with PSG.
+
+Every asset here carries sunalgo's version as its code version: bumping sunalgo makes exactly
+gold and the warehouse stale.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+from dagster import AssetExecutionContext, asset
+
+import sunalgo
+from resources.bucket import BucketResource
+from sunalgo import agreement, features, model, scores
+from sunalgo.labels import EPOCH_S, OBSTRUCTIVE_TYPES, RESPIRATORY_EVENT_TYPES, STAGES, events_to_epoch_mask
+from sunrise_assets import layout
+from sunrise_assets.batch import per_night
+from sunrise_assets.io import read_parquet, write_json, write_parquet
+from sunrise_assets.partitions import nights_backfill_policy, nights_partitions
+
+GOLD = dict(
+    group_name="gold",
+    partitions_def=nights_partitions,
+    backfill_policy=nights_backfill_policy,
+    code_version=sunalgo.__version__,
+)
+ESTIMATED_EVENTS_KEY = b"sunalgo.estimated_events"
+
+
+def feature_matrix(table: pa.Table) -> np.ndarray:
+    return np.column_stack([table.column(n).to_numpy(zero_copy_only=False) for n in features.FEATURE_NAMES]).astype(np.float64)
+
+
+@asset(deps=["silver_signals"], kinds={"parquet", "sunalgo"}, **GOLD,
+       description="sunalgo epoch features: one row per 30-s epoch, one column per documented feature (breathing amplitude and rate, regularity, movement, jaw opening, effort trend, head position...). NaN where the sensor did not record.")
+def epoch_features(context: AssetExecutionContext, bucket: BucketResource):
+    def process(night: str):
+        signals_table = read_parquet(bucket, layout.silver_signals(night))
+        signals = {name: signals_table.column(name).to_numpy(zero_copy_only=False) for name in signals_table.column_names}
+        values = features.epoch_features(signals)
+        table = pa.table({"epoch": pa.array(np.arange(values.shape[0], dtype=np.int32)),
+                          **{name: pa.array(values[:, i]) for i, name in enumerate(features.FEATURE_NAMES)}})
+        write_parquet(bucket, layout.gold_features(night), table)
+        return {context.asset_key: {"epochs": int(values.shape[0]), "features": len(features.FEATURE_NAMES),
+                                    "epochs_without_signal": int(np.isnan(values).all(axis=1).sum())}}
+
+    yield from per_night(context, process)
+
+
+@asset(deps=["epoch_features"], kinds={"parquet", "sunalgo"}, **GOLD,
+       description="sunalgo predictions per epoch: stage (W/N1/N2/N3/REM) with its probabilities, and the probability that the epoch holds an obstructive respiratory event.")
+def epoch_predictions(context: AssetExecutionContext, bucket: BucketResource):
+    stage_model = model.load_model()
+
+    def process(night: str):
+        x = feature_matrix(read_parquet(bucket, layout.gold_features(night)))
+        pred = model.predict(x, stage_model)
+        names = np.array([*STAGES, None], dtype=object)[np.where(pred.stage >= 0, pred.stage, len(STAGES))]
+        table = pa.table({
+            "epoch": pa.array(np.arange(pred.stage.size, dtype=np.int32)),
+            "stage_code": pa.array(pred.stage.astype(np.int8)),
+            "stage": pa.array(names.tolist(), type=pa.string()),
+            **{f"p_{s}": pa.array(pred.proba[:, i]) for i, s in enumerate(STAGES)},
+            "resp_event_prob": pa.array(pred.resp_event_prob),
+            "resp_event": pa.array(pred.resp_event),
+        }).replace_schema_metadata({ESTIMATED_EVENTS_KEY: repr(float(pred.estimated_events)).encode()})
+        write_parquet(bucket, layout.gold_predictions(night), table)
+        return {context.asset_key: {"epochs": int(pred.stage.size), "estimated_respiratory_events": round(float(pred.estimated_events), 1)}}
+
+    yield from per_night(context, process)
+
+
+def psg_truth(bucket: BucketResource, night: str) -> tuple[np.ndarray, int, np.ndarray, np.ndarray]:
+    """PSG stages, count of respiratory events, per-epoch obstructive and any-event masks."""
+    stages = read_parquet(bucket, layout.silver_hypnogram(night)).column("stage_code").to_numpy().astype(np.int8)
+    events = read_parquet(bucket, layout.silver_respiratory_events(night)).to_pandas()
+    respiratory = events[events["type"].isin(RESPIRATORY_EVENT_TYPES)]
+    obstructive = events[events["type"].isin(OBSTRUCTIVE_TYPES)]
+    n = stages.size
+    return (
+        stages,
+        len(respiratory),
+        events_to_epoch_mask(obstructive["onset_s"].to_numpy(), obstructive["duration_s"].to_numpy(), n, EPOCH_S),
+        events_to_epoch_mask(respiratory["onset_s"].to_numpy(), respiratory["duration_s"].to_numpy(), n, EPOCH_S),
+    )
+
+
+def load_predictions(bucket: BucketResource, night: str) -> tuple[np.ndarray, np.ndarray, float]:
+    table = read_parquet(bucket, layout.gold_predictions(night))
+    estimated = float((table.schema.metadata or {}).get(ESTIMATED_EVENTS_KEY, b"nan"))
+    return table.column("stage_code").to_numpy().astype(np.int8), table.column("resp_event").to_numpy(zero_copy_only=False).astype(bool), estimated
+
+
+@asset(deps=["epoch_predictions", "psg_hypnogram", "psg_respiratory_events"], kinds={"json", "sunalgo"}, **GOLD,
+       description="Clinical sleep scores of the night (AASM definitions): time in bed, TST, sleep onset latency, WASO, sleep efficiency, REM latency, minutes and % per stage, AHI, respiratory-effort share; computed the same way from sunalgo's predictions and from the PSG.")
+def clinical_scores(context: AssetExecutionContext, bucket: BucketResource):
+    def process(night: str):
+        psg_stages, psg_events, psg_effort, _ = psg_truth(bucket, night)
+        stage, resp_event, estimated = load_predictions(bucket, night)
+        result = {
+            "night": night,
+            "sunalgo_version": sunalgo.__version__,
+            "sunalgo": scores.clinical_scores(stage, respiratory_events=estimated, effort_epochs=resp_event),
+            "psg": scores.clinical_scores(psg_stages, respiratory_events=float(psg_events), effort_epochs=psg_effort),
+        }
+        write_json(bucket, layout.gold_scores(night), result)
+        meta = {f"sunalgo_{k}": v for k, v in result["sunalgo"].items() if k in KEY_SCORES and v is not None}
+        meta.update({f"psg_{k}": v for k, v in result["psg"].items() if k in KEY_SCORES and v is not None})
+        return {context.asset_key: {k: round(float(v), 2) for k, v in meta.items()}}
+
+    yield from per_night(context, process)
+
+
+KEY_SCORES = ("total_sleep_time_min", "sleep_efficiency_pct", "ahi")
+
+
+@asset(deps=["epoch_predictions", "psg_hypnogram"], kinds={"json", "sunalgo"}, **GOLD,
+       description="Agreement of sunalgo with the PSG for the night: epoch-by-epoch accuracy and Cohen's kappa (5 stages, sleep/wake), and the TST difference.")
+def psg_agreement(context: AssetExecutionContext, bucket: BucketResource):
+    def process(night: str):
+        psg_stages = read_parquet(bucket, layout.silver_hypnogram(night)).column("stage_code").to_numpy().astype(np.int8)
+        stage, _, _ = load_predictions(bucket, night)
+        result = dict(agreement.epoch_agreement(psg_stages, stage))
+        tst = [scores.clinical_scores(s, respiratory_events=None)["total_sleep_time_min"] for s in (stage, psg_stages)]
+        result["tst_difference_min"] = None if None in tst else tst[0] - tst[1]
+        write_json(bucket, layout.gold_agreement(night), {"night": night, **result})
+        return {context.asset_key: {k: round(float(v), 3) for k, v in result.items() if v is not None}}
+
+    yield from per_night(context, process)

@@ -1,0 +1,54 @@
+"""Serialising layer outputs: Parquet through pyarrow, JSON with a fixed layout.
+
+Outputs must be byte-identical when a night is materialized twice, so nothing here writes a
+wall-clock time or a random id.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from resources.bucket import BucketResource, ObjectInfo
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd", store_schema=True)
+    return sink.getvalue().to_pybytes()
+
+
+def write_parquet(bucket: BucketResource, path: str, table: pa.Table) -> ObjectInfo:
+    return bucket.write_bytes(path, parquet_bytes(table))
+
+
+def read_parquet(bucket: BucketResource, path: str) -> pa.Table:
+    return pq.read_table(pa.BufferReader(bucket.read_bytes(path)))
+
+
+def _clean(value: Any) -> Any:
+    # JSON has no NaN: an unavailable number is null.
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def json_bytes(data: Mapping[str, Any]) -> bytes:
+    return (json.dumps(_clean(data), indent=2, sort_keys=True) + "\n").encode()
+
+
+def write_json(bucket: BucketResource, path: str, data: Mapping[str, Any]) -> ObjectInfo:
+    return bucket.write_bytes(path, json_bytes(data))
+
+
+def read_json(bucket: BucketResource, path: str) -> dict[str, Any]:
+    return json.loads(bucket.read_bytes(path))

@@ -1,0 +1,42 @@
+"""Configuration from the environment, with the embedded default (a work directory, no services).
+
+SUNRISE_WORKDIR       base of the embedded default (default: ./.sunrise)
+SUNRISE_BUCKET        the bucket: a local directory (default: $SUNRISE_WORKDIR/bucket)
+SUNRISE_WAREHOUSE_URL SQLAlchemy URL (default: sqlite:///$SUNRISE_WORKDIR/warehouse.sqlite)
+SUNRISE_PSEUDONYM_KEY secret key of the pseudonyms (the demo falls back to a public demo key)
+DAGSTER_HOME          the Dagster instance (default for the CLI: $SUNRISE_WORKDIR/dagster_home)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def workdir() -> Path:
+    return Path(os.environ.get("SUNRISE_WORKDIR", ".sunrise")).expanduser().resolve()
+
+
+def bucket_url() -> str:
+    return os.environ.get("SUNRISE_BUCKET") or str(workdir() / "bucket")
+
+
+def warehouse_url() -> str:
+    return os.environ.get("SUNRISE_WAREHOUSE_URL") or f"sqlite:///{workdir() / 'warehouse.sqlite'}"
+
+
+def dagster_home() -> Path:
+    return Path(os.environ.get("DAGSTER_HOME") or workdir() / "dagster_home").expanduser().resolve()
+
+
+def use_workdir(path: Path) -> None:
+    """Point this process (and the Dagster instance) at one work directory."""
+    os.environ["SUNRISE_WORKDIR"] = str(path.expanduser().resolve())
+    home = dagster_home()
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ["DAGSTER_HOME"] = str(home)
+    target = home / "dagster.yaml"
+    if not target.exists():
+        target.write_text((REPO_ROOT / "dagster.yaml").read_text())

@@ -1,0 +1,58 @@
+"""Shared fixtures: a generated bucket pushed through the real pipeline on a real instance."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+TEST_KEY = "test-key-for-pytest-only"
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+REAL_DATA = SHARED / "data" / "real"
+
+
+def real_file(*parts: str) -> Path:
+    """A file of ../shared/data/real, or a skip saying why it is missing."""
+    path = REAL_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real PSG sample {path} not present (../shared is not beside the repo)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def pipeline_env(tmp_path_factory):
+    """Environment of an embedded-default platform in a fresh work directory."""
+    work = tmp_path_factory.mktemp("sunrise")
+    env = {
+        "SUNRISE_WORKDIR": str(work),
+        "SUNRISE_PSEUDONYM_KEY": TEST_KEY,
+        "DAGSTER_HOME": str(work / "dagster_home"),
+        "SUNRISE_BUCKET": "",
+        "SUNRISE_WAREHOUSE_URL": "",
+    }
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in env.items():
+            mp.setenv(k, v)
+        from sunrise_assets import settings
+
+        settings.use_workdir(work)
+        yield work
+
+
+@pytest.fixture(scope="session")
+def ingested(pipeline_env):
+    """Five generated nights (plus unpaired files) ingested through the real Dagster pipeline."""
+    from dagster import DagsterInstance
+
+    from resources.bucket import BucketResource
+    from sunrise_assets.generate import generate_bucket
+    from sunrise_assets.ingest import ingest
+
+    bucket_dir = pipeline_env / "bucket"
+    generation = generate_bucket(bucket_dir, 5, seed=11)
+    bucket = BucketResource(url=str(bucket_dir))
+    instance = DagsterInstance.get()
+    report = ingest(bucket, instance)
+    yield {"generation": generation, "report": report, "bucket": bucket, "instance": instance, "work": pipeline_env}
+    instance.dispose()

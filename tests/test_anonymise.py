@@ -1,0 +1,48 @@
+from datetime import date, datetime
+
+import pytest
+
+from sunrise_assets.anonymise import (
+    DEMO_KEY, KEY_ENV, MissingKeyError, Pseudonymizer, load_key, night_date, night_key, validate_night_key,
+)
+
+
+def test_subject_pseudonym_is_keyed_stable_and_shaped():
+    a, b = Pseudonymizer(b"key-one"), Pseudonymizer(b"key-two")
+    assert a.subject("brussels-uh", "P-004512") == a.subject("Brussels-UH ", " P-004512")
+    assert a.subject("brussels-uh", "P-004512") != b.subject("brussels-uh", "P-004512")
+    assert a.subject("brussels-uh", "P-004512") != a.subject("liege-chr", "P-004512")
+    assert a.subject("x", "y").startswith("sub-") and len(a.subject("x", "y")) == 12
+
+
+def test_date_shift_is_per_subject_and_in_range():
+    p = Pseudonymizer(b"k")
+    shifts = {p.date_shift_days(p.subject("s", f"P-{i}")) for i in range(200)}
+    assert all(1 <= s <= 3650 for s in shifts) and len(shifts) > 150
+    assert p.date_shift_days("sub-00000000") == p.date_shift_days("sub-00000000")
+
+
+def test_night_date_counts_after_midnight_starts_for_the_evening_before():
+    assert night_date(datetime(2024, 3, 5, 0, 30)) == date(2024, 3, 4)
+    assert night_date(datetime(2024, 3, 4, 22, 15)) == date(2024, 3, 4)
+
+
+def test_night_key_shape_and_validation():
+    key = night_key("sub-3f9a1c2e", date(2024, 1, 17))
+    assert key == "sub-3f9a1c2e_ses-20240117" == validate_night_key(key)
+    assert night_key("sub-3f9a1c2e", date(2024, 1, 17), run=2).endswith("_run-2")
+    for bad in ("P-004512", "sub-3f9a1c2e_ses-20240117'; DROP TABLE x", "../etc", "sub-XYZ_ses-1"):
+        with pytest.raises(ValueError):
+            validate_night_key(bad)
+
+
+def test_key_comes_from_the_environment(monkeypatch):
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    with pytest.raises(MissingKeyError):
+        load_key()
+    assert load_key(allow_demo=True) == DEMO_KEY.encode()
+    monkeypatch.setenv(KEY_ENV, DEMO_KEY)
+    with pytest.raises(MissingKeyError):
+        load_key()
+    monkeypatch.setenv(KEY_ENV, "s3cret")
+    assert load_key() == b"s3cret"
