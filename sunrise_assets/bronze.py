@@ -5,7 +5,6 @@ the patient block goes, ids become keyed pseudonyms, dates move by the subject's
 The PSG EDF+ loses its patient and recording identification and its free-text annotations.
 """
 
-from __future__ import annotations
 
 from datetime import timedelta
 

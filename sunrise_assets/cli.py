@@ -22,7 +22,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console(stderr=True)
-out = Console()
+# Wide enough for night keys and a score table when the output is a file or a CI log.
+out = Console(width=None if sys.stdout.isatty() else 120)
 
 
 class UserError(Exception):
@@ -116,7 +117,7 @@ def _run_ingest(batch_size: int, allow_demo_key: bool):
             on_nights_done=lambda n: progress.advance(task, n),
         )
     table = Table(title="nights")
-    table.add_column("night")
+    table.add_column("night", no_wrap=True)
     table.add_column("status")
     for night in report.materialized:
         table.add_row(night, "[green]materialized" + (" (new)" if night in report.new_nights else ""))
@@ -157,8 +158,9 @@ def _print_scores(limit: int = 50) -> None:
         "FROM night_scores ORDER BY night_id LIMIT :limit", {"limit": limit})
     n_epochs = wh.query("SELECT COUNT(*) AS n FROM training_epochs")[0]["n"]
     table = Table(title=f"night_scores ({len(rows)} nights; training_epochs: {n_epochs} rows)")
-    for col in ("night", "TST PSG", "TST sunalgo", "SE PSG", "SE sunalgo", "AHI PSG", "AHI sunalgo", "accuracy", "kappa"):
-        table.add_column(col, justify="right" if col != "night" else "left")
+    table.add_column("night", no_wrap=True, min_width=25)
+    for col in ("TST PSG", "TST algo", "SE PSG", "SE algo", "AHI PSG", "AHI algo", "acc", "kappa"):
+        table.add_column(col, justify="right")
 
     def f(v, fmt="{:.1f}"):
         return "-" if v is None else fmt.format(v)

@@ -4,7 +4,6 @@ Every asset here carries sunalgo's version as its code version: bumping sunalgo 
 gold and the warehouse stale.
 """
 
-from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa

@@ -1,6 +1,5 @@
 """Silver: preprocessed sensor signals on the PSG epoch grid, and the PSG labels as tables."""
 
-from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
@@ -55,13 +54,12 @@ def silver_signals(context: AssetExecutionContext, bucket: BucketResource):
 
 @multi_asset(
     specs=[
-        AssetSpec("psg_hypnogram", description="PSG hypnogram: one row per 30-s epoch with the technician's AASM stage (W, N1, N2, N3, REM; null when unscored).", kinds={"parquet"}),
-        AssetSpec("psg_respiratory_events", description="PSG respiratory events: onset and duration in seconds from the PSG start, normalised type (obstructive/central/mixed apnea, hypopnea) and the original label.", kinds={"parquet"}),
+        AssetSpec("psg_hypnogram", description="PSG hypnogram: one row per 30-s epoch with the technician's AASM stage (W, N1, N2, N3, REM; null when unscored).", kinds={"parquet"}, deps=["bronze_psg"]),
+        AssetSpec("psg_respiratory_events", description="PSG respiratory events: onset and duration in seconds from the PSG start, normalised type (obstructive/central/mixed apnea, hypopnea) and the original label.", kinds={"parquet"}, deps=["bronze_psg"]),
     ],
     group_name="silver",
     partitions_def=nights_partitions,
     backfill_policy=nights_backfill_policy,
-    deps=["bronze_psg"],
     code_version=SILVER_CODE_VERSION,
     can_subset=False,
 )

@@ -1,6 +1,5 @@
 """Warehouse: SQL tables the team queries. The training table is pivoted and joined IN SQL."""
 
-from __future__ import annotations
 
 import numpy as np
 from dagster import AssetExecutionContext, asset
