@@ -128,12 +128,28 @@ def _open(data: bytes, name: str) -> edfio.Edf:
         raise PsgFormatError(f"{name}: empty file")
     if len(data) < 256 or not data[:8].strip() == b"0":
         raise PsgFormatError(f"{name}: not an EDF file (bad or missing 256-byte header)")
+    _check_size(data, name)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return edfio.read_edf(data)
     except Exception as exc:  # edfio raises many types on corrupt input; all mean the same here
         raise PsgFormatError(f"{name}: corrupt EDF ({type(exc).__name__}: {exc})") from exc
+
+
+def _check_size(data: bytes, name: str) -> None:
+    """A truncated upload must fail: edfio would silently read the records that are there."""
+    try:
+        header_bytes = int(_header_field(data, 184, 192))
+        n_records = int(_header_field(data, 236, 244))
+        ns = int(_header_field(data, 252, 256))
+        lo = 256 + ns * 216  # samples-per-record fields follow 216 bytes of other fields per signal
+        per_record = sum(int(data[lo + 8 * i : lo + 8 * (i + 1)]) for i in range(ns))
+    except ValueError as exc:
+        raise PsgFormatError(f"{name}: corrupt EDF header ({exc})") from exc
+    expected = header_bytes + n_records * per_record * 2
+    if n_records >= 0 and len(data) < expected:
+        raise PsgFormatError(f"{name}: corrupt EDF (truncated: {len(data)} bytes, the header announces {expected})")
 
 
 def _start(edf: edfio.Edf, data: bytes, name: str) -> datetime:

@@ -142,12 +142,12 @@ def _cycles(rng: np.random.Generator, sleep_len: int, ahi: float) -> np.ndarray:
     n_cycles = max(1, round(sleep_len / rng.uniform(170, 200)))  # ~85-100 min per cycle
     weights = rng.uniform(0.85, 1.15, n_cycles)
     bounds = np.round(np.concatenate([[0], np.cumsum(weights)]) / weights.sum() * sleep_len).astype(int)
-    n3_damping = 1.0 / (1.0 + ahi / 40.0)  # severe apnea fragments and lightens sleep
+    n3_damping = 1.0 / (1.0 + ahi / 60.0)  # severe apnea fragments and lightens sleep
     codes, lengths = [], []
     for k, length in enumerate(np.diff(bounds)):
         n1 = int(rng.integers(2, 8) if k == 0 else rng.integers(1, 4))
-        # N3 front-loaded: ~38% of the first cycle, decaying; REM grows from ~7% to ~40%.
-        n3 = int(length * max(0.0, (0.38 * np.exp(-0.55 * k) + rng.normal(0, 0.04)) * n3_damping))
+        # N3 front-loaded: ~42% of the first cycle, decaying; REM grows from ~7% to ~40%.
+        n3 = int(length * max(0.0, (0.42 * np.exp(-0.55 * k) + rng.normal(0, 0.04)) * n3_damping))
         rem_share = min(0.42, 0.07 + 0.08 * k + rng.normal(0, 0.03))
         rem = 0 if (k == 0 and rng.random() < 0.2) else int(length * max(0.03, rem_share))
         n2 = max(0, int(length) - n1 - n3 - rem)
@@ -174,7 +174,7 @@ def _fragment(rng: np.random.Generator, stages: np.ndarray, lo: int, hi: int, ah
     inner = np.zeros(stages.size, dtype=bool)
     inner[lo + 1 : hi - 1] = True
     flip = rng.random(stages.size)
-    stages[inner & (stages == N2) & (flip < 0.03)] = N1
+    stages[inner & (stages == N2) & (flip < 0.05)] = N1
     stages[inner & (stages == N3) & (flip < 0.10)] = N2
 
 

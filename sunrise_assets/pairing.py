@@ -1,0 +1,239 @@
+"""Which raw files make a night: a Sunrise recording and a PSG study of one patient that overlap.
+
+Layout read (see ``generate.py``):
+
+    raw/sunrise/<site>/<patient-ref>/<any>.pb
+    raw/psg/<site>/<patient-ref>/<study>/<study>.edf (+ patient.json, + any other file)
+
+Only files of the same site and patient-ref folder are compared, so two patients recorded the same
+night never cross-pair. Times are compared in site-local wall clock: the recording's start in its
+own UTC offset, made naive, against the EDF header start (EDF has no time zone). Device clocks are
+seconds off, so the test is tolerant: a pair needs an overlap of at least
+``min(MIN_OVERLAP_S, MIN_OVERLAP_FRACTION * shorter duration)``, i.e. one hour, or half of a
+short file. That accepts a sensor switched on late or stopped early, and rejects the patient's
+other nights (which do not overlap at all). Each recording and each study is used at most once,
+largest overlaps first.
+
+Only headers are read: the protobuf is decoded but its samples are never converted (duration =
+bytes / 6 / rate), and the EDF start and length come from the fixed 256-byte header.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from sunalgo.recording import RecordingError, decode_message, parse_start_time
+from sunrise_assets.psg_edf import PsgFormatError, read_edf_start_and_duration
+
+MIN_OVERLAP_S = 3600.0
+MIN_OVERLAP_FRACTION = 0.5
+DETAILS_NAME = "patient.json"
+_BYTES_PER_SAMPLE = 6  # x, y, z int16
+
+
+class _Object(Protocol):
+    path: str
+    generation: str
+
+
+class Bucket(Protocol):
+    """What the scan needs of a bucket (BucketResource has it)."""
+
+    def list(self, prefix: str = "") -> Iterator[_Object]: ...
+
+    def read_bytes(self, path: str) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class RecordingRef:
+    path: str  # bucket-relative
+    site: str
+    patient_ref: str
+    start: datetime  # aware, device clock
+    duration_s: float
+    generation: str
+
+    @property
+    def local_start(self) -> datetime:
+        """Start in the recording's own local wall clock, naive."""
+        return self.start.replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class StudyRef:
+    dir: str  # bucket-relative study folder
+    edf_path: str
+    details_path: str | None  # patient.json, if any
+    site: str
+    patient_ref: str
+    start: datetime  # naive, site-local wall clock (EDF header)
+    duration_s: float
+    generation: str  # combined generations of every file of the study folder
+
+
+@dataclass(frozen=True)
+class NightPair:
+    recording: RecordingRef
+    study: StudyRef
+    overlap_s: float
+    grid_start_offset_s: float  # PSG epoch 0 on the recording's clock: seconds after its first sample
+
+
+@dataclass
+class ScanResult:
+    nights: list[NightPair] = field(default_factory=list)
+    unpaired_recordings: list[RecordingRef] = field(default_factory=list)
+    unpaired_studies: list[StudyRef] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # one per unusable file or folder, naming it
+
+
+def scan_bucket(bucket: Bucket, *, prefix: str = "raw") -> ScanResult:
+    """Find every night (recording + overlapping study of the same patient) under ``prefix``."""
+    result = ScanResult()
+    recordings = _scan_recordings(bucket, f"{prefix.strip('/')}/sunrise", result.problems)
+    studies = _scan_studies(bucket, f"{prefix.strip('/')}/psg", result.problems)
+    by_patient: dict[tuple[str, str], tuple[list[RecordingRef], list[StudyRef]]] = defaultdict(lambda: ([], []))
+    for rec in recordings:
+        by_patient[(rec.site, rec.patient_ref)][0].append(rec)
+    for study in studies:
+        by_patient[(study.site, study.patient_ref)][1].append(study)
+    for key in sorted(by_patient):
+        recs, stds = by_patient[key]
+        pairs = pair_patient(recs, stds)
+        result.nights += pairs
+        used_recs = {p.recording.path for p in pairs}
+        used_studies = {p.study.dir for p in pairs}
+        result.unpaired_recordings += [r for r in recs if r.path not in used_recs]
+        result.unpaired_studies += [s for s in stds if s.dir not in used_studies]
+    result.nights.sort(key=lambda p: (p.study.site, p.study.patient_ref, p.study.start, p.study.dir))
+    return result
+
+
+def overlap_s(rec: RecordingRef, study: StudyRef) -> float:
+    """Overlap in seconds of the two intervals on the local wall clock (negative: the gap)."""
+    rec_start = (rec.local_start - study.start).total_seconds()  # on the study's time axis
+    return min(rec_start + rec.duration_s, study.duration_s) - max(rec_start, 0.0)
+
+
+def is_night(rec: RecordingRef, study: StudyRef, overlap: float) -> bool:
+    shorter = min(rec.duration_s, study.duration_s)
+    return overlap > 0 and overlap >= min(MIN_OVERLAP_S, MIN_OVERLAP_FRACTION * shorter)
+
+
+def pair_patient(recordings: Iterable[RecordingRef], studies: Iterable[StudyRef]) -> list[NightPair]:
+    """One-to-one pairs of one patient's files, the largest overlap first."""
+    candidates = []
+    for rec in recordings:
+        for study in studies:
+            ov = overlap_s(rec, study)
+            if is_night(rec, study, ov):
+                candidates.append((-ov, rec.path, study.dir, rec, study))
+    pairs, used_recs, used_studies = [], set(), set()
+    for neg_ov, rec_path, study_dir, rec, study in sorted(candidates, key=lambda c: c[:3]):
+        if rec_path in used_recs or study_dir in used_studies:
+            continue
+        used_recs.add(rec_path)
+        used_studies.add(study_dir)
+        offset = (study.start - rec.local_start).total_seconds()
+        pairs.append(NightPair(rec, study, overlap_s=-neg_ov, grid_start_offset_s=offset))
+    return pairs
+
+
+# ---------------------------------------------------------------------------------- recordings
+
+
+def _scan_recordings(bucket: Bucket, prefix: str, problems: list[str]) -> list[RecordingRef]:
+    refs = []
+    for obj in bucket.list(prefix):
+        parts = obj.path[len(prefix) + 1 :].split("/")
+        if parts[-1].startswith("."):
+            continue
+        if len(parts) != 3 or not parts[2].lower().endswith(".pb"):
+            problems.append(f"{obj.path}: not a recording at {prefix}/<site>/<patient-ref>/<name>.pb, ignored")
+            continue
+        try:
+            start, duration = read_recording_start_and_duration(bucket.read_bytes(obj.path))
+        except (RecordingError, OSError) as exc:
+            problems.append(f"{obj.path}: unreadable Sunrise recording: {exc}")
+            continue
+        refs.append(RecordingRef(obj.path, parts[0], parts[1], start, duration, obj.generation))
+    return refs
+
+
+def read_recording_start_and_duration(data: bytes) -> tuple[datetime, float]:
+    """Start (aware) and duration of a recording, without converting its samples."""
+    if not data:
+        raise RecordingError("empty file")
+    message = decode_message(data)
+    if not message.HasField("accelerometer") or not message.HasField("gyroscope"):
+        raise RecordingError("recording lacks the accelerometer or the gyroscope block")
+    durations = []
+    for name, block in (("accelerometer", message.accelerometer), ("gyroscope", message.gyroscope)):
+        if not block.sample_rate_hz > 0:
+            raise RecordingError(f"{name}: sample rate must be positive, got {block.sample_rate_hz!r}")
+        durations.append(len(block.samples) / _BYTES_PER_SAMPLE / block.sample_rate_hz)
+    duration = min(durations)
+    if duration <= 0:
+        raise RecordingError("no samples")
+    return parse_start_time(message.start_time), duration
+
+
+# ------------------------------------------------------------------------------------- studies
+
+
+def _scan_studies(bucket: Bucket, prefix: str, problems: list[str]) -> list[StudyRef]:
+    folders: dict[tuple[str, str, str], list[_Object]] = defaultdict(list)
+    for obj in bucket.list(prefix):
+        parts = obj.path[len(prefix) + 1 :].split("/")
+        if parts[-1].startswith("."):
+            continue
+        if len(parts) != 4:
+            problems.append(f"{obj.path}: not in a study folder {prefix}/<site>/<patient-ref>/<study>/, ignored")
+            continue
+        folders[(parts[0], parts[1], parts[2])].append(obj)
+    refs = []
+    for (site, patient_ref, study), objects in sorted(folders.items()):
+        study_dir = f"{prefix}/{site}/{patient_ref}/{study}"
+        try:
+            refs.append(_study_ref(bucket, study_dir, site, patient_ref, study, objects))
+        except (PsgFormatError, OSError) as exc:
+            problems.append(f"{study_dir}: {exc}")
+    return refs
+
+
+def _study_ref(
+    bucket: Bucket, study_dir: str, site: str, patient_ref: str, study: str, objects: list[_Object]
+) -> StudyRef:
+    names = {o.path.rsplit("/", 1)[1]: o for o in objects}
+    edfs = sorted(n for n in names if n.lower().endswith(".edf"))
+    preferred = [n for n in edfs if n[:-4] == study]
+    if not edfs:
+        raise PsgFormatError("no .edf file in the study folder")
+    if len(edfs) > 1 and not preferred:
+        raise PsgFormatError(f"several .edf files and none named {study}.edf: {', '.join(edfs)}")
+    edf_path = names[(preferred or edfs)[0]].path
+    start, duration = read_edf_start_and_duration(bucket.read_bytes(edf_path), source=edf_path)
+    if duration <= 0:
+        raise PsgFormatError(f"{edf_path}: the EDF holds no signal data, so the study has no length")
+    details = names.get(DETAILS_NAME)
+    return StudyRef(
+        dir=study_dir,
+        edf_path=edf_path,
+        details_path=details.path if details else None,
+        site=site,
+        patient_ref=patient_ref,
+        start=start,
+        duration_s=duration,
+        generation=combined_generation(objects),
+    )
+
+
+def combined_generation(objects: Iterable[_Object]) -> str:
+    """One version for a folder: changes when any file's generation changes, or a file comes or goes."""
+    lines = sorted(f"{o.path}\x00{o.generation}" for o in objects)
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:24]
