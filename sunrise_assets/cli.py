@@ -235,6 +235,8 @@ def fit_model(
     out_path: Annotated[Path, typer.Option("--out", help="Where to write the model parameters.")] = settings.REPO_ROOT / "sunalgo" / "model" / "params.json",
 ) -> None:
     """Fit sunalgo's stage and respiratory-event model on synthetic nights, reproducibly."""
+    # Small matrices: a multithreaded BLAS is slower here on 2 cores; numpy is not imported yet.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from sunrise_assets.training import fit_from_synthetic
 
     with _progress() as progress:
