@@ -17,6 +17,10 @@ CENTRAL_APNEA = "central_apnea"
 MIXED_APNEA = "mixed_apnea"
 HYPOPNEA = "hypopnea"
 RESPIRATORY_EVENT_TYPES: tuple[str, ...] = (OBSTRUCTIVE_APNEA, CENTRAL_APNEA, MIXED_APNEA, HYPOPNEA)
+DESATURATION = "desaturation"  # SpO2 desaturation (oxygen desaturation index)
+AROUSAL = "arousal"  # EEG arousal (arousal index)
+OTHER = "other"  # any other scored event, kept with its original label
+EVENT_TYPES: tuple[str, ...] = (*RESPIRATORY_EVENT_TYPES, DESATURATION, AROUSAL, OTHER)
 # Events with respiratory effort against a (partly) closed airway.
 OBSTRUCTIVE_TYPES: frozenset[str] = frozenset({OBSTRUCTIVE_APNEA, MIXED_APNEA, HYPOPNEA})
 

@@ -12,8 +12,18 @@ Definitions follow ``yasa.sleep_statistics`` where they coincide:
 - REM latency: from sleep onset to the first REM epoch (AASM; yasa counts from lights off).
 - Stage minutes; stage percentages are of TST. ``w_min`` is all wake in bed (before sleep onset,
   WASO and after the final awakening).
-- AHI: respiratory events per hour of TST.
+- AHI: respiratory events (apneas + hypopneas) per hour of TST.
+- ODI: oxygen desaturations per hour of TST; arousal index: arousals per hour of TST (each None
+  when the count is None, i.e. the study did not score them).
 - respiratory_effort_pct: share of sleep epochs flagged in ``effort_epochs``.
+
+Side by side with ``yasa.sleep_statistics`` (checked on every real hypnogram of ../shared/data/real
+to 0.01 min): TIB, SPT, WASO, TST, SOL, SE and N1/N2/N3/REM minutes and % are yasa's; ``w_min`` is
+``yasa.Hypnogram.sleep_statistics()["WAKE"]``; ``rem_latency_min`` is yasa's ``Lat_REM - SOL``.
+
+A study without staging (an EMPTY hypnogram: home sleep test) has every staging score None, never
+0; its AHI and ODI are per hour of recording when ``recording_time_min`` is given (an REI-like
+index, the home-sleep-test convention), else None; the arousal index needs staging and is None.
 
 Unscored epochs (-1) count in TIB (and so lower SE) but are neither sleep nor wake: inside the SPT
 they are in neither TST nor WASO. A value that cannot be computed is None, never 0: a night without
@@ -45,6 +55,8 @@ SCORE_NAMES: tuple[str, ...] = (
     "rem_pct",
     "ahi",
     "respiratory_effort_pct",
+    "odi",
+    "arousal_index",
 )
 
 
@@ -54,11 +66,16 @@ def clinical_scores(
     respiratory_events: float | None,
     effort_epochs: np.ndarray | None = None,
     epoch_s: float = EPOCH_S,
+    desaturations: float | None = None,
+    arousals: float | None = None,
+    recording_time_min: float | None = None,
 ) -> dict[str, float | None]:
     """Scores keyed by ``SCORE_NAMES`` (minutes, percent, events/h) for one night's hypnogram.
 
-    ``respiratory_events`` is the event count (PSG-scored or estimated), None when unknown;
-    ``effort_epochs`` a boolean per epoch (e.g. epochs with respiratory effort events), or None.
+    ``respiratory_events`` is the apnea + hypopnea count (PSG-scored or estimated), None when unknown;
+    ``desaturations`` and ``arousals`` the counts behind ODI and the arousal index, None when not
+    scored; ``effort_epochs`` a boolean per epoch (e.g. epochs with respiratory effort events), or None;
+    ``recording_time_min`` the recording time, used as the AHI/ODI basis only when ``stages`` is empty.
     """
     stages = np.asarray(stages)
     if stages.ndim != 1:
@@ -69,6 +86,8 @@ def clinical_scores(
         raise ValueError(f"epoch_s must be positive, got {epoch_s!r}")
     minutes = epoch_s / 60.0
     n = stages.size
+    if n == 0:
+        return _without_staging(respiratory_events, desaturations, recording_time_min, effort_epochs)
     counts = np.bincount(stages[stages >= 0].astype(np.int64), minlength=5)
     sleep = stages > 0
     tst_epochs = int(counts[1:].sum())
@@ -89,9 +108,7 @@ def clinical_scores(
     def pct(k: int) -> float | None:
         return 100.0 * counts[k] / tst_epochs if tst_epochs else None
 
-    ahi = None
-    if respiratory_events is not None and np.isfinite(respiratory_events) and tst > 0:
-        ahi = float(respiratory_events) / (tst / 60.0)
+    ahi = _per_hour(respiratory_events, tst)
 
     effort_pct = None
     if effort_epochs is not None:
@@ -120,5 +137,31 @@ def clinical_scores(
         "rem_pct": pct(4),
         "ahi": ahi,
         "respiratory_effort_pct": effort_pct,
+        "odi": _per_hour(desaturations, tst),
+        "arousal_index": _per_hour(arousals, tst),
     }
     return {k: (None if v is None else float(v)) for k, v in scores.items()}
+
+
+def _per_hour(count: float | None, basis_min: float | None) -> float | None:
+    """Events per hour of ``basis_min``; None when the count is unknown or the basis is not positive."""
+    if count is None or basis_min is None or not np.isfinite(count) or not basis_min > 0:
+        return None
+    return float(count) / (basis_min / 60.0)
+
+
+def _without_staging(
+    respiratory_events: float | None,
+    desaturations: float | None,
+    recording_time_min: float | None,
+    effort_epochs: np.ndarray | None,
+) -> dict[str, float | None]:
+    """A study without a hypnogram: staging scores unavailable; AHI/ODI per hour of recording."""
+    if effort_epochs is not None and np.asarray(effort_epochs).size:
+        raise ValueError("effort_epochs given for a study without staging")
+    if recording_time_min is not None and not (np.isfinite(recording_time_min) and recording_time_min >= 0):
+        raise ValueError(f"recording_time_min must be a non-negative number, got {recording_time_min!r}")
+    scores: dict[str, float | None] = dict.fromkeys(SCORE_NAMES)
+    scores["ahi"] = _per_hour(respiratory_events, recording_time_min)
+    scores["odi"] = _per_hour(desaturations, recording_time_min)
+    return scores

@@ -15,7 +15,7 @@ def test_hand_computed_hypnogram():
     hyp = [W, W, W, N1, N2, N2, W, N2, N3, N3, R, R, U, N2, W, W]
     effort = np.zeros(16, dtype=bool)
     effort[[4, 5, 6, 14]] = True  # 6 and 14 are wake: they do not count
-    s = clinical_scores(np.array(hyp), respiratory_events=3, effort_epochs=effort)
+    s = clinical_scores(np.array(hyp), respiratory_events=3, effort_epochs=effort, desaturations=6, arousals=9)
     assert tuple(s) == SCORE_NAMES
     # 16 epochs of 30 s.
     assert s["time_in_bed_min"] == 8.0
@@ -38,6 +38,7 @@ def test_hand_computed_hypnogram():
     assert s["n1_pct"] + s["n2_pct"] + s["n3_pct"] + s["rem_pct"] == pytest.approx(100.0)
     assert s["ahi"] == pytest.approx(3 / (4.5 / 60))  # 40 events/h
     assert s["respiratory_effort_pct"] == pytest.approx(100 * 2 / 9)
+    assert s["odi"] == pytest.approx(80.0) and s["arousal_index"] == pytest.approx(120.0)  # per hour of TST
     assert all(isinstance(v, float) for v in s.values())
 
 
@@ -82,8 +83,9 @@ def test_all_unscored_and_empty():
     s = clinical_scores(np.full(10, U), respiratory_events=None)
     assert s["time_in_bed_min"] == 5.0 and s["total_sleep_time_min"] == 0.0 and s["w_min"] == 0.0
     assert s["sleep_onset_latency_min"] is None
+    # No staging at all (a home sleep test): every score unavailable, never 0.
     s = clinical_scores(np.array([], dtype=np.int8), respiratory_events=None)
-    assert s["time_in_bed_min"] == 0.0 and s["sleep_efficiency_pct"] is None
+    assert tuple(s) == SCORE_NAMES and all(v is None for v in s.values())
 
 
 def test_epoch_length_and_validation():
@@ -100,3 +102,22 @@ def test_predicted_and_psg_hypnograms_use_the_same_function():
     psg = np.array([W, N1, N2, N2, R, W], dtype=np.int64)
     predicted = psg.astype(np.int8)
     assert clinical_scores(psg, respiratory_events=1) == clinical_scores(predicted, respiratory_events=1.0)
+
+
+def test_home_sleep_test_without_staging():
+    s = clinical_scores(np.array([], dtype=np.int8), respiratory_events=30, desaturations=12, arousals=5,
+                        recording_time_min=360.0)
+    assert s["ahi"] == 5.0 and s["odi"] == 2.0  # per hour of recording (REI-like)
+    staging = [k for k in SCORE_NAMES if k not in ("ahi", "odi")]
+    assert all(s[k] is None for k in staging), "scores that need staging are unavailable, never 0"
+    assert clinical_scores(np.array([], dtype=np.int8), respiratory_events=30)["ahi"] is None  # no basis
+    with pytest.raises(ValueError):
+        clinical_scores(np.array([], dtype=np.int8), respiratory_events=1, recording_time_min=-5.0)
+
+
+def test_odi_and_arousal_index_need_their_counts():
+    s = clinical_scores(np.array([W, N2, N2, N2, W]), respiratory_events=1)
+    assert s["odi"] is None and s["arousal_index"] is None
+    s = clinical_scores(np.array([W, N2, N2, N2, W]), respiratory_events=1, desaturations=0, arousals=3)
+    assert s["odi"] == 0.0 and s["arousal_index"] == pytest.approx(3 / 1.5 * 60)
+    assert clinical_scores(np.array([W, W]), respiratory_events=1, arousals=2)["arousal_index"] is None  # no sleep
