@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 KEY_ENV = "SUNRISE_PSEUDONYM_KEY"
+# Set by `sunrise demo` / `sunrise ui` only: lets every process of a demo fall back to the demo key.
+ALLOW_DEMO_ENV = "SUNRISE_ALLOW_DEMO_KEY"
 # Public on purpose: the demo and the tests use it, production refuses it.
 DEMO_KEY = "sunrise-demo-key-not-for-real-data"
 NIGHT_KEY_RE = re.compile(r"^sub-[0-9a-f]{8}_ses-\d{8}(_run-\d+)?$")
@@ -27,8 +29,14 @@ class MissingKeyError(RuntimeError):
     pass
 
 
-def load_key(*, allow_demo: bool = False) -> bytes:
-    """The pseudonym key from the environment; with ``allow_demo`` fall back to the demo key, loudly."""
+def load_key(*, allow_demo: bool | None = None) -> bytes:
+    """The pseudonym key from the environment; with ``allow_demo`` fall back to the demo key, loudly.
+
+    ``allow_demo=None`` reads SUNRISE_ALLOW_DEMO_KEY, so the assets and the sensor of a demo
+    instance use the demo key while any other deployment refuses to run without a real one.
+    """
+    if allow_demo is None:
+        allow_demo = os.environ.get(ALLOW_DEMO_ENV) == "1"
     value = os.environ.get(KEY_ENV, "")
     if value:
         if value == DEMO_KEY and not allow_demo:

@@ -11,7 +11,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 from resources.bucket import BucketResource
 from sunrise_assets.anonymise import Pseudonymizer, load_key
 from sunrise_assets.batch import failed_nights_of
-from sunrise_assets.nights import register_nights
+from sunrise_assets.nights import contiguous_batches, reconcile, register
 from sunrise_assets.pairing import ScanResult, scan_bucket
 from sunrise_assets.partitions import NIGHTS_PER_RUN, nights_partitions
 
@@ -30,34 +30,20 @@ class IngestReport:
     run_ids: list[str] = field(default_factory=list)
 
 
-def contiguous_batches(ordered_keys: Sequence[str], wanted: set[str], batch_size: int) -> list[list[str]]:
-    """Runs cover contiguous ranges of the partition order: split the wanted keys accordingly."""
-    batches: list[list[str]] = []
-    current: list[str] = []
-    for key in ordered_keys:
-        if key in wanted and len(current) < batch_size:
-            current.append(key)
-            continue
-        if current:
-            batches.append(current)
-        current = [key] if key in wanted else []
-    if current:
-        batches.append(current)
-    return batches
-
-
 def done_nights(instance: DagsterInstance) -> set[str]:
     sets = [set(instance.get_materialized_partitions(key)) for key in FINAL_ASSETS]
     return set.intersection(*sets)
 
 
-def run_batch(instance: DagsterInstance, nights: list[str]) -> tuple[str, set[str], dict[str, str]]:
-    """One run of the nightly pipeline over a contiguous range of nights."""
+def run_batch(
+    instance: DagsterInstance, nights: list[str], *, asset_selection: Sequence[AssetKey] | None = None
+) -> tuple[str, set[str], dict[str, str]]:
+    """One run of the nightly pipeline (or a selection of it) over a contiguous range of nights."""
     from sunrise_assets.definitions import build_defs
 
     job = build_defs().resolve_job_def("nightly_pipeline")
     tags = {ASSET_PARTITION_RANGE_START_TAG: nights[0], ASSET_PARTITION_RANGE_END_TAG: nights[-1]}
-    result = job.execute_in_process(instance=instance, tags=tags, raise_on_error=False)
+    result = job.execute_in_process(instance=instance, tags=tags, raise_on_error=False, asset_selection=asset_selection)
     failed: dict[str, str] = {}
     finals: dict[str, int] = {}
     for event in result.all_events:
@@ -77,17 +63,16 @@ def ingest(
     instance: DagsterInstance,
     *,
     batch_size: int = NIGHTS_PER_RUN,
-    allow_demo_key: bool = False,
     on_nights_done: Callable[[int], None] | None = None,
     on_plan: Callable[[int], None] | None = None,
 ) -> IngestReport:
     scan = scan_bucket(bucket)
-    pseudonymizer = Pseudonymizer(load_key(allow_demo=allow_demo_key))
-    registration = register_nights(scan, bucket, pseudonymizer, instance)
-    report = IngestReport(scan=scan, new_nights=registration.new_partitions)
-    ours = {s.night for s in registration.sources}
+    pseudonymizer = Pseudonymizer(load_key())
+    reconciliation = reconcile(scan, bucket, pseudonymizer)
+    report = IngestReport(scan=scan, new_nights=register(reconciliation, instance))
+    ours = {s.night for s in reconciliation.sources}
     already = done_nights(instance)
-    todo = {n for n in ours if n not in already or n in registration.changed_sources}
+    todo = {n for n in ours if n not in already or n in reconciliation.changed}
     report.up_to_date = sorted(ours - todo)
     if on_plan:
         on_plan(len(todo))

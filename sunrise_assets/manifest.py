@@ -25,6 +25,7 @@ class NightSource(_Model):
     study_generation: str
     grid_start_offset_s: float = Field(description="PSG epoch 0 on the recording's clock, seconds")
     overlap_s: float
+    content_version: str = Field(description="hash of the night's raw file contents: the raw data version")
 
 
 class RecordingSummary(_Model):
@@ -54,4 +55,4 @@ class NightManifest(_Model):
     overlap_s: float
     recording: RecordingSummary
     psg: PsgSummary
-    source_generations: dict[str, str] = Field(description="raw object generations, for data versions")
+    source_generations: dict[str, str] = Field(description="raw data version: {\"raw_content\": hash of the raw files' contents}; never object generations, which are upload times")

@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from sunalgo.recording import RecordingError, decode_message, parse_start_time
+from sunalgo.recording import RecordingError, check_sample_rate, decode_message, parse_start_time
 from sunrise_assets.psg_edf import PsgFormatError, read_edf_start_and_duration
+from sunrise_assets.validation import MAX_PSG_BYTES, MAX_RECORDING_BYTES
 
 MIN_OVERLAP_S = 3600.0
 MIN_OVERLAP_FRACTION = 0.5
@@ -94,9 +95,36 @@ class ScanResult:
 
 def scan_bucket(bucket: Bucket, *, prefix: str = "raw") -> ScanResult:
     """Find every night (recording + overlapping study of the same patient) under ``prefix``."""
-    result = ScanResult()
-    recordings = _scan_recordings(bucket, f"{prefix.strip('/')}/sunrise", result.problems)
-    studies = _scan_studies(bucket, f"{prefix.strip('/')}/psg", result.problems)
+    root = prefix.strip("/")
+    problems: list[str] = []
+    recordings = _scan_recordings(bucket, f"{root}/sunrise", problems)
+    studies = _scan_studies(bucket, f"{root}/psg", problems)
+    return _pair_all(recordings, studies, problems)
+
+
+def scan_patients(bucket: Bucket, patients: Iterable[tuple[str, str]], *, prefix: str = "raw") -> ScanResult:
+    """Like scan_bucket, restricted to some patients' folders (site, patient-ref): what a sensor
+    tick does for the folders that changed, so its work does not grow with the bucket."""
+    root = prefix.strip("/")
+    problems: list[str] = []
+    recordings: list[RecordingRef] = []
+    studies: list[StudyRef] = []
+    for site, patient_ref in sorted(set(patients)):
+        recordings += _scan_recordings(bucket, f"{root}/sunrise", problems, under=f"{site}/{patient_ref}/")
+        studies += _scan_studies(bucket, f"{root}/psg", problems, under=f"{site}/{patient_ref}/")
+    return _pair_all(recordings, studies, problems)
+
+
+def patient_of(path: str, *, prefix: str = "raw") -> tuple[str, str] | None:
+    """(site, patient-ref) of a raw object path, or None for anything outside the two layouts."""
+    parts = path.split("/")
+    if len(parts) >= 5 and parts[0] == prefix.strip("/") and parts[1] in ("sunrise", "psg"):
+        return parts[2], parts[3]
+    return None
+
+
+def _pair_all(recordings: list[RecordingRef], studies: list[StudyRef], problems: list[str]) -> ScanResult:
+    result = ScanResult(problems=problems)
     by_patient: dict[tuple[str, str], tuple[list[RecordingRef], list[StudyRef]]] = defaultdict(lambda: ([], []))
     for rec in recordings:
         by_patient[(rec.site, rec.patient_ref)][0].append(rec)
@@ -147,9 +175,9 @@ def pair_patient(recordings: Iterable[RecordingRef], studies: Iterable[StudyRef]
 # ---------------------------------------------------------------------------------- recordings
 
 
-def _scan_recordings(bucket: Bucket, prefix: str, problems: list[str]) -> list[RecordingRef]:
+def _scan_recordings(bucket: Bucket, prefix: str, problems: list[str], *, under: str = "") -> list[RecordingRef]:
     refs = []
-    for obj in bucket.list(prefix):
+    for obj in bucket.list(f"{prefix}/{under}"):
         parts = obj.path[len(prefix) + 1 :].split("/")
         if parts[-1].startswith("."):
             continue
@@ -157,6 +185,8 @@ def _scan_recordings(bucket: Bucket, prefix: str, problems: list[str]) -> list[R
             problems.append(f"{obj.path}: not a recording at {prefix}/<site>/<patient-ref>/<name>.pb, ignored")
             continue
         try:
+            if getattr(obj, "size", 0) > MAX_RECORDING_BYTES:  # refused from the listing, never read
+                raise RecordingError(f"{obj.size} bytes, more than any Sunrise night ({MAX_RECORDING_BYTES >> 20} MiB): refused")
             start, duration = read_recording_start_and_duration(bucket.read_bytes(obj.path))
         except (RecordingError, OSError) as exc:
             problems.append(f"{obj.path}: unreadable Sunrise recording: {exc}")
@@ -174,9 +204,7 @@ def read_recording_start_and_duration(data: bytes) -> tuple[datetime, float]:
         raise RecordingError("recording lacks the accelerometer or the gyroscope block")
     durations = []
     for name, block in (("accelerometer", message.accelerometer), ("gyroscope", message.gyroscope)):
-        if not block.sample_rate_hz > 0:
-            raise RecordingError(f"{name}: sample rate must be positive, got {block.sample_rate_hz!r}")
-        durations.append(len(block.samples) / _BYTES_PER_SAMPLE / block.sample_rate_hz)
+        durations.append(len(block.samples) / _BYTES_PER_SAMPLE / check_sample_rate(name, block.sample_rate_hz))
     duration = min(durations)
     if duration <= 0:
         raise RecordingError("no samples")
@@ -186,9 +214,9 @@ def read_recording_start_and_duration(data: bytes) -> tuple[datetime, float]:
 # ------------------------------------------------------------------------------------- studies
 
 
-def _scan_studies(bucket: Bucket, prefix: str, problems: list[str]) -> list[StudyRef]:
+def _scan_studies(bucket: Bucket, prefix: str, problems: list[str], *, under: str = "") -> list[StudyRef]:
     folders: dict[tuple[str, str, str], list[_Object]] = defaultdict(list)
-    for obj in bucket.list(prefix):
+    for obj in bucket.list(f"{prefix}/{under}"):
         parts = obj.path[len(prefix) + 1 :].split("/")
         if parts[-1].startswith("."):
             continue
@@ -217,7 +245,12 @@ def _study_ref(
     if len(edfs) > 1 and not preferred:
         raise PsgFormatError(f"several .edf files and none named {study}.edf: {', '.join(edfs)}")
     edf_path = names[(preferred or edfs)[0]].path
-    start, duration = read_edf_start_and_duration(bucket.read_bytes(edf_path), source=edf_path)
+    if getattr(names[(preferred or edfs)[0]], "size", 0) > MAX_PSG_BYTES:  # refused from the listing, never read
+        raise PsgFormatError(f"{edf_path}: {names[(preferred or edfs)[0]].size} bytes, more than any PSG study "
+                             f"({MAX_PSG_BYTES >> 30} GiB): refused")
+    data = bucket.read_bytes(edf_path)
+    start, duration = read_edf_start_and_duration(data, source=edf_path)
+    _check_edf_complete(data, edf_path)
     if duration <= 0:
         raise PsgFormatError(f"{edf_path}: the EDF holds no signal data, so the study has no length")
     details = names.get(DETAILS_NAME)
@@ -231,6 +264,21 @@ def _study_ref(
         duration_s=duration,
         generation=combined_generation(objects),
     )
+
+
+def _check_edf_complete(data: bytes, path: str) -> None:
+    """A study whose EDF is shorter than its header says is still uploading (or truncated): not
+    a night yet. Only header fields are read (EDF spec: fixed-width ASCII)."""
+    try:
+        header_bytes = int(data[184:192])
+        n_records = int(data[236:244])
+        ns = int(data[252:256])
+        per_record = sum(int(data[256 + ns * 216 + 8 * i : 256 + ns * 216 + 8 * (i + 1)]) for i in range(ns))
+    except ValueError as exc:
+        raise PsgFormatError(f"{path}: unreadable EDF header ({exc})") from exc
+    expected = header_bytes + max(n_records, 0) * per_record * 2
+    if len(data) < expected:
+        raise PsgFormatError(f"{path}: {len(data)} of {expected} bytes: incomplete (still uploading?)")
 
 
 def combined_generation(objects: Iterable[_Object]) -> str:

@@ -36,7 +36,7 @@ def test_unknown_stage_label_fails_that_night_only(env):
     edf.write_bytes(data.replace(b"Sleep stage R", b"Sleep stage Q"))  # same length: a valid EDF+
 
     bucket = BucketResource(url=str(env / "bucket"))
-    keys = {s.recording_path: s.night for s in night_sources(scan_bucket(bucket).nights, Pseudonymizer(TEST_KEY.encode()))}
+    keys = {pair.recording.path: key for key, pair in night_sources(scan_bucket(bucket).nights, Pseudonymizer(TEST_KEY.encode()))}
     bad_key = keys[bad.recording_path]
 
     with DagsterInstance.get() as instance:

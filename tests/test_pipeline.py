@@ -25,7 +25,7 @@ def _truth_by_night(ingested):
     report = ingested["report"]
     sources = night_sources(report.scan.nights, Pseudonymizer(TEST_KEY.encode()))
     by_recording = {n.recording_path: n for n in ingested["generation"].nights}
-    return {s.night: by_recording[s.recording_path] for s in sources}
+    return {key: by_recording[pair.recording.path] for key, pair in sources}
 
 
 def test_every_paired_night_is_materialized(ingested):
