@@ -45,6 +45,28 @@ def _bucket(bucket: Optional[Path]):
     return BucketResource(url=settings.bucket_url())
 
 
+class _ReadProgress:
+    """A bucket seen through a progress bar: each listing adds its recordings and EDF files to the
+    total, each read advances it (the scan reads every one once)."""
+
+    def __init__(self, bucket, progress: Progress, task) -> None:
+        self._bucket, self._progress, self._task = bucket, progress, task
+
+    def list(self, prefix: str = "", **kwargs):
+        objects = list(self._bucket.list(prefix, **kwargs))
+        found = sum(o.path.lower().endswith((".pb", ".edf")) for o in objects)
+        self._progress.update(self._task, total=(self._progress.tasks[self._task].total or 0) + found)
+        return iter(objects)
+
+    def read_bytes(self, path: str) -> bytes:
+        data = self._bucket.read_bytes(path)
+        self._progress.advance(self._task)
+        return data
+
+    def __getattr__(self, name: str):
+        return getattr(self._bucket, name)
+
+
 BucketOpt = Annotated[Optional[Path], typer.Option("--bucket", help="Local directory of the raw bucket (default: $SUNRISE_BUCKET or $SUNRISE_WORKDIR/bucket).")]
 WorkdirOpt = Annotated[Optional[Path], typer.Option("--workdir", help="Work directory holding the bucket, the SQLite warehouse and DAGSTER_HOME (default: $SUNRISE_WORKDIR or ./.sunrise).")]
 
@@ -54,15 +76,28 @@ def generate(
     nights: Annotated[int, typer.Option("--nights", min=1, help="Number of PAIRED nights to generate (unpaired files are added on top).")] = 20,
     bucket: Annotated[Path, typer.Option("--bucket", help="Directory to write the raw bucket into.")] = Path(".sunrise/bucket"),
     seed: Annotated[int, typer.Option("--seed", help="Random seed: the same seed gives the same files, byte for byte.")] = 7,
+    psg_format: Annotated[list[str], typer.Option("--psg-format", help="Format of the PSG scoring: edf+, nsrr-xml, profusion-xml, noxturnal-csv, hypnogram-text, or all (nights cycle through them). Repeat to mix a few.")] = ["edf+"],
 ) -> None:
     """Write a synthetic raw bucket laid out the way sites deliver data (with identifiers)."""
     from sunrise_assets.generate import generate_bucket
 
+    formats = _psg_formats(psg_format)
     with _progress() as progress:
         task = progress.add_task("generating nights", total=nights)
-        report = generate_bucket(bucket, nights, seed, on_night=lambda _i: progress.advance(task))
+        report = generate_bucket(bucket, nights, seed, on_night=lambda _i: progress.advance(task), psg_formats=formats)
     out.print(f"{len(report.nights)} paired nights, {len(report.unpaired_recordings)} recordings without PSG, "
               f"{len(report.unpaired_studies)} PSG studies without recording -> {bucket}")
+
+
+def _psg_formats(names: list[str]) -> tuple[str, ...]:
+    from sunrise_assets.psg_readers import FORMATS
+
+    if "all" in names:
+        return FORMATS
+    unknown = [n for n in names if n not in FORMATS]
+    if unknown:
+        raise UserError(f"unknown PSG format(s) {', '.join(unknown)}; one of {', '.join(FORMATS)} or all")
+    return tuple(names)
 
 
 @app.command()
@@ -76,7 +111,12 @@ def scan(
     """
     from sunrise_assets.pairing import scan_bucket
 
-    result = scan_bucket(_bucket(bucket))
+    store = _bucket(bucket)
+    if not store.is_gcs and not store.root.is_dir():
+        raise UserError(f"bucket {store.root} does not exist")
+    with _progress() as progress:
+        task = progress.add_task("reading recordings and PSG headers", total=0)
+        result = scan_bucket(_ReadProgress(store, progress, task))
     if as_json:
         out.print_json(json.dumps({
             "paired": [{"recording": n.recording.path, "psg": n.study.edf_path, "overlap_s": round(n.overlap_s, 1),
@@ -100,7 +140,14 @@ def scan(
         out.print(f"[red]problem[/]: {p}")
 
 
-def _run_ingest(batch_size: int, allow_demo_key: bool):
+def _allow_demo_key() -> None:
+    """Let this process and the Dagster runs it starts fall back to the public demo key."""
+    from sunrise_assets.anonymise import ALLOW_DEMO_ENV
+
+    os.environ[ALLOW_DEMO_ENV] = "1"
+
+
+def _run_ingest(batch_size: int):
     from dagster import DagsterInstance
 
     from sunrise_assets.ingest import ingest as do_ingest
@@ -112,7 +159,7 @@ def _run_ingest(batch_size: int, allow_demo_key: bool):
     with DagsterInstance.get() as instance, _progress() as progress:
         task = progress.add_task("materializing nights", total=None)
         report = do_ingest(
-            bucket, instance, batch_size=batch_size, allow_demo_key=allow_demo_key,
+            bucket, instance, batch_size=batch_size,
             on_plan=lambda n: progress.update(task, total=n),
             on_nights_done=lambda n: progress.advance(task, n),
         )
@@ -143,7 +190,11 @@ def ingest(
     """Register every paired night of the bucket as a partition and materialize what is missing."""
     if workdir:
         settings.use_workdir(workdir)
-    report = _run_ingest(batch_size, demo_key)
+    if demo_key:
+        _allow_demo_key()
+    if bucket is not None:
+        _bucket(bucket)  # --bucket: sets SUNRISE_BUCKET, which _run_ingest reads
+    report = _run_ingest(batch_size)
     if report.failed:
         raise typer.Exit(1)
 
@@ -185,14 +236,17 @@ def register(
     from dagster import DagsterInstance
 
     from sunrise_assets.anonymise import Pseudonymizer, load_key
-    from sunrise_assets.nights import register_nights
+    from sunrise_assets.nights import reconcile, register
     from sunrise_assets.pairing import scan_bucket
 
     settings.use_workdir(workdir or settings.workdir())
+    if demo_key:
+        _allow_demo_key()
     store = _bucket(bucket)
     with DagsterInstance.get() as instance:
-        registration = register_nights(scan_bucket(store), store, Pseudonymizer(load_key(allow_demo=demo_key)), instance)
-    for source in registration.sources:
+        reconciliation = reconcile(scan_bucket(store), store, Pseudonymizer(load_key()))
+        register(reconciliation, instance)
+    for source in reconciliation.sources:
         typer.echo(source.night)
 
 
@@ -208,20 +262,23 @@ def demo(
     nights: Annotated[int, typer.Option("--nights", min=1, help="Paired nights to generate.")] = 20,
     workdir: WorkdirOpt = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the synthetic nights.")] = 7,
+    psg_format: Annotated[list[str], typer.Option("--psg-format", help="PSG scoring formats the sites deliver (see `sunrise generate --help`); default all: a messy bucket.")] = ["all"],
 ) -> None:
     """Generate nights, run the real Dagster pipeline on them, print their scores (the main job)."""
     from sunrise_assets.generate import generate_bucket
 
+    formats = _psg_formats(psg_format)
     settings.use_workdir(workdir or settings.workdir())
     bucket = Path(settings.bucket_url())
     marker = settings.workdir() / "generated.json"
-    wanted = {"nights": nights, "seed": seed}
+    wanted = {"nights": nights, "seed": seed, "psg_formats": list(formats)}
     if not (marker.exists() and json.loads(marker.read_text()) == wanted):
         with _progress() as progress:
             task = progress.add_task("generating nights", total=nights)
-            generate_bucket(bucket, nights, seed, on_night=lambda _i: progress.advance(task))
+            generate_bucket(bucket, nights, seed, on_night=lambda _i: progress.advance(task), psg_formats=formats)
         marker.write_text(json.dumps(wanted))
-    report = _run_ingest(batch_size=50, allow_demo_key=True)
+    _allow_demo_key()
+    report = _run_ingest(batch_size=50)
     _print_scores(limit=max(nights, 50))
     out.print(f"Dagster UI with this history: [bold]sunrise ui --workdir {settings.workdir()}[/]")
     if report.failed:
@@ -258,19 +315,125 @@ def locate(night: Annotated[str, typer.Argument(help="Night key, e.g. sub-3f9a1c
 
 
 @app.command()
-def ui(workdir: WorkdirOpt = None, port: Annotated[int, typer.Option(help="Port of the web UI.")] = 3000) -> None:
-    """Open the Dagster UI (dagster dev) on the work directory's instance."""
+def refresh(
+    from_layer: Annotated[str, typer.Option("--from", help="Layer to start from: bronze, silver, gold or warehouse; everything downstream of it is refreshed too.")],
+    nights: Annotated[Optional[list[str]], typer.Option("--nights", help="Night keys to refresh (repeat the option); default: every registered night.")] = None,
+    workdir: WorkdirOpt = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Nights per run.")] = 50,
+) -> None:
+    """Re-materialize a layer and everything downstream of it (the full refresh after a logic change)."""
+    from dagster import DagsterInstance
+
+    from sunrise_assets.jobs import LAYERS
+    from sunrise_assets.operations import refresh as do_refresh
+
+    if from_layer not in LAYERS:
+        raise UserError(f"--from must be one of {', '.join(LAYERS)}, not {from_layer!r}")
     settings.use_workdir(workdir or settings.workdir())
+    with DagsterInstance.get() as instance, _progress() as progress:
+        total = len(nights) if nights else len(instance.get_dynamic_partitions("nights"))
+        task = progress.add_task(f"refreshing from {from_layer}", total=total)
+        try:
+            report = do_refresh(instance, from_layer, nights, batch_size=batch_size, on_batch=lambda n: progress.advance(task, n))
+        except ValueError as exc:
+            raise UserError(str(exc)) from exc
+    out.print(f"refreshed {len(report.assets)} assets ({', '.join(k.to_user_string() for k in report.assets)}) "
+              f"for {len(report.nights)} nights in {len(report.run_ids)} run(s); {len(report.failed)} failed")
+    for night, message in sorted(report.failed.items()):
+        out.print(f"[red]failed[/]: {message}")
+    if report.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def forget(
+    night: Annotated[str, typer.Argument(help="Night key, e.g. sub-3f9a1c2e_ses-20240117.")],
+    workdir: WorkdirOpt = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete one night everywhere (raw files, every layer, the warehouse, its partition): consent withdrawn."""
+    from dagster import DagsterInstance
+
+    from resources.warehouse import WarehouseResource
+    from sunrise_assets.anonymise import NIGHT_KEY_RE
+    from sunrise_assets.operations import forget as do_forget
+
+    if not NIGHT_KEY_RE.fullmatch(night):
+        raise UserError(f"{night!r} is not a night key (sub-xxxxxxxx_ses-YYYYMMDD)")
+    settings.use_workdir(workdir or settings.workdir())
+    if not yes and not typer.confirm(f"Delete every trace of {night}, raw files included?"):
+        raise typer.Exit(1)
+    with DagsterInstance.get() as instance:
+        report = do_forget(night, _bucket(None), WarehouseResource(url=settings.warehouse_url()), instance)
+    out.print(f"forgot {night}: {report.raw_objects} raw objects; "
+              + ", ".join(f"{layer} {n} objects" for layer, n in report.layer_objects.items())
+              + "; warehouse rows " + (", ".join(f"{t} {n}" for t, n in report.warehouse_rows.items()) or "none")
+              + f"; partition {'removed' if report.partition_removed else 'was not registered'}"
+              + ("; event history wiped" if report.history_wiped else
+                 ("; event history kept (this instance's storage cannot wipe one partition; it holds no PHI)" if report.partition_removed else "")))
+
+
+@app.command()
+def ui(workdir: WorkdirOpt = None, port: Annotated[int, typer.Option(help="Port of the web UI.")] = 3000) -> None:
+    """Open the Dagster UI (dagster dev) on the work directory's instance.
+
+    Without SUNRISE_PSEUDONYM_KEY the demo key is allowed (as for `sunrise demo`), loudly.
+    """
+    settings.use_workdir(workdir or settings.workdir())
+    from sunrise_assets.anonymise import KEY_ENV, load_key
+
+    if not os.environ.get(KEY_ENV):
+        _allow_demo_key()
+        load_key()  # prints the warning once, here
     cmd = [sys.executable, "-m", "dagster", "dev", "-w", str(settings.REPO_ROOT / "workspace.yaml"), "-p", str(port)]
     raise typer.Exit(subprocess.call(cmd, cwd=settings.REPO_ROOT))
 
 
+from sunrise_assets.cli_psg import psg_app; app.add_typer(psg_app, name="psg")  # noqa: E402,E702
+from sunrise_assets.deploy import deploy; app.command("deploy")(deploy)  # noqa: E402,E702
+from sunrise_assets.export import export_training_command; app.command("export-training")(export_training_command)  # noqa: E402,E702
+
+
+def _error(message: str, code: int = 2) -> None:
+    """One red line on stderr (never wrapped, markup in the message shown as is), then exit."""
+    from rich.markup import escape
+
+    console.print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
+    sys.exit(code)
+
+
+def _command_path(ctx) -> str:
+    names = []
+    while ctx is not None and ctx.parent is not None:
+        names.append(ctx.info_name)
+        ctx = ctx.parent
+    return " ".join(["sunrise", *reversed(names)])
+
+
+from sunrise_assets.bench import bench_command; app.command("bench")(bench_command)  # noqa: E402,E702
+
+
 def main() -> None:
+    """Entry point: user errors (bad options, missing key, UserError) as one line, no traceback."""
+    # Typer 0.29 vendors click: its exceptions live in typer._click (typer is pinned).
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError as CliUsageError
+
+    from sunrise_assets.anonymise import MissingKeyError
+
     try:
-        app()
-    except UserError as exc:
-        console.print(f"[red]error:[/] {exc}")
-        sys.exit(2)
+        code = app(standalone_mode=False)
+    except (UserError, MissingKeyError) as exc:
+        _error(str(exc))
+    except NoArgsIsHelpError as exc:  # `sunrise` or `sunrise psg` alone: the help, as usual
+        exc.show()
+        sys.exit(0)
+    except CliUsageError as exc:
+        _error(f"{exc.format_message()} (see `{_command_path(exc.ctx)} --help`)", exc.exit_code)
+    except ClickException as exc:
+        _error(exc.format_message(), exc.exit_code)
+    except typer.Abort:
+        _error("aborted", 1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,22 @@
     raw/sunrise/<site>/<patient-ref>/<patient-ref>_<YYYYMMDD>.pb
     raw/psg/<site>/<patient-ref>/<patient-ref>_<LASTNAME>_<YYYYMMDD>/<same>.edf + patient.json
 
+The PSG scoring of a paired night comes in one of the formats sites deliver (``psg_formats``, cycled
+by night index; the default is EDF+ for every night):
+
+| format | study folder (besides patient.json) | clock time from |
+|---|---|---|
+| ``edf+`` | ``<study>.edf``: signals + stage/event/lights/note annotations | the EDF header |
+| ``nsrr-xml`` | ``<study>.edf`` (signals only) + ``<study>.xml`` (``<PSGAnnotation>``) | the EDF header; the XML's ``ClockTime`` agrees |
+| ``profusion-xml`` | ``<study>.edf`` (signals only) + ``<study>.xml`` (``<CMPStudyConfig>``) | the EDF header only |
+| ``noxturnal-csv`` | ``<study>.edf`` (signals only) + ``<study>.csv`` (UTF-16 events export) | the EDF header; the CSV's clock times agree |
+| ``hypnogram-text`` | ``<study>.edf`` (signals only) + ``<study>_hypnogram.txt`` + ``stage_coding.txt`` | the EDF header only |
+
+The scoring files are written by :mod:`sunrise_assets.psg_writers`; like the real exports they carry
+no patient identifier (those are in the EDF header, patient.json and the folder name). The truth
+(``GeneratedNight.stages``/``events``) is the same whatever the format; a Noxturnal CSV keeps event
+onsets to the whole second only.
+
 Deterministic: every random draw comes from a generator seeded by (seed, kind, index), so night k
 is byte-identical whatever the number of nights. Besides the paired nights there are unpaired
 recordings and unpaired studies, patients with two nights, and two patients of one site on the
@@ -14,7 +30,7 @@ from __future__ import annotations
 
 import json
 import time as _time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from pathlib import Path
@@ -27,6 +43,8 @@ import pandas as pd
 from resources.bucket import BucketResource
 from sunalgo.labels import CENTRAL_APNEA, EPOCH_S, HYPOPNEA, MIXED_APNEA, OBSTRUCTIVE_APNEA, STAGES
 from sunalgo.recording import PatientInfo, encode_recording
+from sunrise_assets import psg_writers
+from sunrise_assets.psg_readers import FORMATS
 from sunrise_assets.synthetic import BODY_POSITIONS, SyntheticNight, synthesize_night
 
 # Site code, time zone, device serial prefix.
@@ -125,6 +143,10 @@ class GeneratedNight:
     sensor_offset_s: float  # true sensor start - PSG start
     clock_error_s: float  # device clock - true time
     ahi_target: float
+    psg_format: str = "edf+"  # one of sunrise_assets.psg_readers.FORMATS
+    labels_path: str = ""  # bucket-relative scoring file (the EDF itself for edf+)
+    stage_coding: str | None = None  # hypnogram-text only: the coding named in stage_coding.txt
+    psg_variant: str = ""  # how the scoring file is written: NSRR style, Noxturnal language, coding
 
     @property
     def grid_start_offset_s(self) -> float:
@@ -149,14 +171,24 @@ def n_unpaired(n_nights: int) -> int:
 
 
 def generate_bucket(
-    root: Path, n_nights: int, seed: int, *, on_night: Callable[[int], None] | None = None
+    root: Path,
+    n_nights: int,
+    seed: int,
+    *,
+    on_night: Callable[[int], None] | None = None,
+    psg_formats: Sequence[str] = ("edf+",),
 ) -> GenerationReport:
-    """Write ``n_nights`` paired nights plus unpaired files under ``root``; ``on_night(k)`` after each pair."""
+    """Write ``n_nights`` paired nights plus unpaired files under ``root``; ``on_night(k)`` after each pair.
+
+    Paired night k's scoring is in ``psg_formats[k % len(psg_formats)]`` (``psg_readers.FORMATS``
+    gives a mixed bucket); unpaired studies are EDF+. With the default every file is as it always was.
+    """
+    formats = check_psg_formats(psg_formats)
     began = _time.perf_counter()
     bucket = BucketResource(url=str(root))
     report = GenerationReport(Path(root), [], [], [], set())
     for k in range(n_nights):
-        report.nights.append(_paired_night(bucket, seed, k, report))
+        report.nights.append(_paired_night(bucket, seed, k, report, psg_format=formats[k % len(formats)]))
         if on_night is not None:
             on_night(k)
     for j in range(n_unpaired(n_nights)):
@@ -172,18 +204,32 @@ def generate_bucket(
     return report
 
 
-def _paired_night(bucket: BucketResource, seed: int, k: int, report: GenerationReport) -> GeneratedNight:
+def check_psg_formats(psg_formats: Sequence[str]) -> tuple[str, ...]:
+    formats = (psg_formats,) if isinstance(psg_formats, str) else tuple(psg_formats)
+    unknown = [f for f in formats if f not in FORMATS]
+    if not formats or unknown:
+        raise ValueError(f"psg_formats {list(formats)!r}: give one or more of {', '.join(FORMATS)}")
+    return formats
+
+
+def _paired_night(
+    bucket: BucketResource, seed: int, k: int, report: GenerationReport, *, psg_format: str = "edf+"
+) -> GeneratedNight:
     plan = _night_plan(seed, k)
     night = synthesize_night(_rng(seed, _SYNTH_PAIRED, k))
     rng = _rng(seed, _FILES_PAIRED, k)
     rec_path, rec_start, clock_error = _write_recording(bucket, rng, plan, night, report)
-    study_dir, edf_path, details_path = _write_study(bucket, rng, plan, night, report)
+    study_dir, edf_path, details_path = _write_study(bucket, rng, plan, night, report, annotated=psg_format == "edf+")
+    labels_path, coding, variant = edf_path, None, ""
+    if psg_format != "edf+":
+        labels_path, coding, variant = _write_scoring(bucket, rng, plan, night, study_dir, psg_format, k, report)
     p = plan.patient
     return GeneratedNight(
         index=k, site=p.site, patient_ref=p.patient_ref, name=p.name, birth_date=p.birth_date.isoformat(),
         recording_path=rec_path, study_dir=study_dir, edf_path=edf_path, details_path=details_path,
         stages=night.stages, events=night.events, psg_start=plan.psg_start, recording_start=rec_start,
         sensor_offset_s=night.sensor_offset_s, clock_error_s=clock_error, ahi_target=night.ahi_target,
+        psg_format=psg_format, labels_path=labels_path, stage_coding=coding, psg_variant=variant,
     )
 
 
@@ -289,14 +335,26 @@ def _write_recording(
     return path, start, clock_error
 
 
-def _write_study(
-    bucket: BucketResource, rng: np.random.Generator, plan: _Plan, night: SyntheticNight, report: GenerationReport
-) -> tuple[str, str, str]:
+def _study_name(plan: _Plan) -> str:
     p = plan.patient
-    study = f"{p.patient_ref}_{p.last.upper()}_{plan.psg_start:%Y%m%d}"
+    return f"{p.patient_ref}_{p.last.upper()}_{plan.psg_start:%Y%m%d}"
+
+
+def _write_study(
+    bucket: BucketResource,
+    rng: np.random.Generator,
+    plan: _Plan,
+    night: SyntheticNight,
+    report: GenerationReport,
+    *,
+    annotated: bool = True,
+) -> tuple[str, str, str]:
+    """The study folder's EDF (with the scoring as annotations unless ``annotated`` is False) and patient.json."""
+    p = plan.patient
+    study = _study_name(plan)
     study_dir = f"raw/psg/{p.site}/{p.patient_ref}/{study}"
     edf_path, details_path = f"{study_dir}/{study}.edf", f"{study_dir}/patient.json"
-    _write(bucket, report, edf_path, psg_edf_bytes(rng, night, p, plan.psg_start))
+    _write(bucket, report, edf_path, psg_edf_bytes(rng, night, p, plan.psg_start, annotated=annotated))
     details = {
         "patient_ref": p.patient_ref,
         "name": p.name,
@@ -311,8 +369,12 @@ def _write_study(
     return study_dir, edf_path, details_path
 
 
-def psg_edf_bytes(rng: np.random.Generator, night: SyntheticNight, patient: _Patient, psg_start: datetime) -> bytes:
-    """The PSG study as EDF+: SpO2 and body position at 1 Hz, hypnogram/event/lights/note annotations.
+def psg_edf_bytes(
+    rng: np.random.Generator, night: SyntheticNight, patient: _Patient, psg_start: datetime, *, annotated: bool = True
+) -> bytes:
+    """The PSG study as EDF+: SpO2 and body position at 1 Hz, hypnogram/event/lights/note annotations
+    (when ``annotated`` is False, an EDF+C whose annotation signal holds only the time-keeping TALs,
+    like a Nox A1 recording: the scoring then comes in a file of its own).
 
     Data records last 32 s, not 30: edfio 0.4.18 rejects a file whose annotation signal rate
     (bytes per record / record duration) is not exact in binary floating point, which 30-s records
@@ -344,7 +406,7 @@ def psg_edf_bytes(rng: np.random.Generator, night: SyntheticNight, patient: _Pat
         ),
         starttime=psg_start.time(),
         data_record_duration=RECORD_S,
-        annotations=_annotations(rng, night, patient),
+        annotations=_annotations(rng, night, patient) if annotated else [],  # [] still makes it EDF+C
     )
     return edf.to_bytes()
 
@@ -371,3 +433,78 @@ def _annotations(rng: np.random.Generator, night: SyntheticNight, patient: _Pati
     anns.append(edfio.EdfAnnotation(float(round(rng.uniform(onset_s, end_s))), None, note))
     return anns
 
+
+
+# ------------------------------------------------------------------------------ scoring exports
+
+_NSRR_STYLE_CYCLE = ("sdo", "official", "sro")
+_CODING_CYCLE = ("rk-5rem", "yasa")
+_NOX_LANGUAGE = {"lisbon-hsm": "en"}  # the Belgian sites export in French
+
+
+def _write_scoring(
+    bucket: BucketResource,
+    rng: np.random.Generator,
+    plan: _Plan,
+    night: SyntheticNight,
+    study_dir: str,
+    psg_format: str,
+    k: int,
+    report: GenerationReport,
+) -> tuple[str, str | None, str]:
+    """The scoring file of a non-EDF+ study (and the coding sidecar of a hypnogram); returns its
+    path, the stage coding (hypnogram text) and the variant written (NSRR style, Noxturnal language,
+    coding). The NSRR style and the coding cycle with the night index ``k``, so they are the same
+    whatever other formats are asked for; the Noxturnal language follows the site."""
+    study = _study_name(plan)
+    stages, events = night.stages, night.events
+    duration_s = night.psg_duration_s
+    if psg_format == "nsrr-xml":
+        style = _NSRR_STYLE_CYCLE[k % len(_NSRR_STYLE_CYCLE)]
+        others = _artefacts(rng, duration_s, "Oximetry Artifact Event")
+        if rng.random() < 0.5 and len(events):  # an automatic event the technician deleted
+            e = events.iloc[int(rng.integers(len(events)))]
+            others.append((float(e["onset_s"]), float(e["duration_s"]), "Deleted Hypopnea 4% A"))
+        path = f"{study_dir}/{study}.xml"
+        data = psg_writers.write_nsrr_xml(stages, events, start=plan.psg_start, style=style, other_events=others)
+        coding, variant = None, style
+    elif psg_format == "profusion-xml":
+        path = f"{study_dir}/{study}.xml"
+        others = _artefacts(rng, duration_s, "SpO2 artifact")
+        data = psg_writers.write_profusion_xml(stages, events, other_events=others)
+        coding, variant = None, ""
+    elif psg_format == "noxturnal-csv":
+        language = _NOX_LANGUAGE.get(plan.patient.site, "fr")
+        others = [(0.0, 0.0, psg_writers.NOXTURNAL_ANALYSIS_START[language])]
+        others += _positions(night.body_position, psg_writers.NOXTURNAL_POSITIONS[language])
+        others += _artefacts(rng, duration_s, psg_writers.NOXTURNAL_ARTEFACT[language])
+        path = f"{study_dir}/{study}.csv"
+        data = psg_writers.write_noxturnal_csv(stages, events, start=plan.psg_start, language=language, other_events=others)
+        coding, variant = None, language
+    elif psg_format == "hypnogram-text":
+        coding = _CODING_CYCLE[k % len(_CODING_CYCLE)]
+        path = f"{study_dir}/{study}_hypnogram.txt"
+        data = psg_writers.write_hypnogram_text(stages, coding=coding)
+        _write(bucket, report, f"{study_dir}/{psg_writers.STAGE_CODING_FILE}", psg_writers.write_stage_coding(coding))
+        variant = coding
+    else:
+        raise ValueError(f"no scoring writer for {psg_format!r}")
+    _write(bucket, report, path, data)
+    return path, coding, variant
+
+
+def _artefacts(rng: np.random.Generator, duration_s: float, label: str) -> list[tuple[float, float, str]]:
+    """0-3 signal artefacts (whole seconds, 2-20 s) somewhere in the night, as scorers mark them."""
+    n = int(rng.integers(0, 4))
+    onsets = np.sort(rng.integers(60, int(duration_s) - 60, n))
+    return [(float(o), float(rng.integers(2, 21)), label) for o in onsets]
+
+
+def _positions(body_position: np.ndarray, names: tuple[str, ...]) -> list[tuple[float, float, str]]:
+    """Body-position runs of the PSG position channel (1 Hz), as Noxturnal exports them."""
+    codes = np.asarray(body_position)
+    if codes.size == 0:
+        return []
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(codes)) + 1])
+    lengths = np.diff(np.concatenate([starts, [codes.size]]))
+    return [(float(s), float(n), names[int(codes[s])]) for s, n in zip(starts, lengths)]

@@ -12,10 +12,14 @@ from dagster import AssetExecutionContext, asset
 import sunalgo
 from resources.bucket import BucketResource
 from sunalgo import agreement, features, model, scores
-from sunalgo.labels import EPOCH_S, OBSTRUCTIVE_TYPES, RESPIRATORY_EVENT_TYPES, STAGES, events_to_epoch_mask
+from sunalgo.labels import AROUSAL, DESATURATION, EPOCH_S, OBSTRUCTIVE_TYPES, RESPIRATORY_EVENT_TYPES, STAGES, events_to_epoch_mask
 from sunrise_assets import layout
+from sunrise_assets.automation import follows_upstream
 from sunrise_assets.batch import per_night
-from sunrise_assets.io import read_parquet, write_json, write_parquet
+from sunrise_assets.checks import FEATURE_CHECKS, features_finite
+from sunrise_assets.hypnogram_plot import night_picture_metadata
+from sunrise_assets.silver import load_manifest
+from sunrise_assets.io import read_json, read_parquet, write_json, write_parquet
 from sunrise_assets.partitions import nights_backfill_policy, nights_partitions
 
 GOLD = dict(
@@ -23,6 +27,7 @@ GOLD = dict(
     partitions_def=nights_partitions,
     backfill_policy=nights_backfill_policy,
     code_version=sunalgo.__version__,
+    automation_condition=follows_upstream(),
 )
 ESTIMATED_EVENTS_KEY = b"sunalgo.estimated_events"
 
@@ -31,7 +36,7 @@ def feature_matrix(table: pa.Table) -> np.ndarray:
     return np.column_stack([table.column(n).to_numpy(zero_copy_only=False) for n in features.FEATURE_NAMES]).astype(np.float64)
 
 
-@asset(deps=["silver_signals"], kinds={"parquet", "sunalgo"}, **GOLD,
+@asset(deps=["silver_signals"], kinds={"parquet", "sunalgo"}, **GOLD, check_specs=FEATURE_CHECKS,
        description="sunalgo epoch features: one row per 30-s epoch, one column per documented feature (breathing amplitude and rate, regularity, movement, jaw opening, effort trend, head position...). NaN where the sensor did not record.")
 def epoch_features(context: AssetExecutionContext, bucket: BucketResource):
     def process(night: str):
@@ -41,8 +46,9 @@ def epoch_features(context: AssetExecutionContext, bucket: BucketResource):
         table = pa.table({"epoch": pa.array(np.arange(values.shape[0], dtype=np.int32)),
                           **{name: pa.array(values[:, i]) for i, name in enumerate(features.FEATURE_NAMES)}})
         write_parquet(bucket, layout.gold_features(night), table)
-        return {context.asset_key: {"epochs": int(values.shape[0]), "features": len(features.FEATURE_NAMES),
-                                    "epochs_without_signal": int(np.isnan(values).all(axis=1).sum())}}
+        return {context.asset_key: {"dagster/row_count": int(values.shape[0]), "features": len(features.FEATURE_NAMES),
+                                    "epochs_without_signal": int(np.isnan(values).all(axis=1).sum())},
+                **features_finite(values, features.FEATURE_NAMES)}
 
     yield from per_night(context, process)
 
@@ -65,7 +71,7 @@ def epoch_predictions(context: AssetExecutionContext, bucket: BucketResource):
             "resp_event": pa.array(pred.resp_event),
         }).replace_schema_metadata({ESTIMATED_EVENTS_KEY: repr(float(pred.estimated_events)).encode()})
         write_parquet(bucket, layout.gold_predictions(night), table)
-        return {context.asset_key: {"epochs": int(pred.stage.size), "estimated_respiratory_events": round(float(pred.estimated_events), 1)}}
+        return {context.asset_key: {"dagster/row_count": int(pred.stage.size), "estimated_respiratory_events": round(float(pred.estimated_events), 1)}}
 
     yield from per_night(context, process)
 
@@ -85,6 +91,24 @@ def psg_truth(bucket: BucketResource, night: str) -> tuple[np.ndarray, int, np.n
     )
 
 
+def psg_scores(bucket: BucketResource, night: str) -> dict:
+    """Clinical scores of the PSG, by the same function as sunalgo's. A home sleep test (no
+    staging) reports AHI/ODI per hour of recording and no staging score; a scoring without any
+    event (a bare hypnogram) has no AHI; ODI and arousal index only where they were scored."""
+    stages, n_respiratory, effort, _ = psg_truth(bucket, night)
+    events = read_parquet(bucket, layout.silver_respiratory_events(night)).column("type").to_pylist()
+    has_staging = load_manifest(bucket, night).psg.has_staging
+    desaturations, arousals = events.count(DESATURATION), events.count(AROUSAL)
+    return scores.clinical_scores(
+        stages if has_staging else stages[:0],
+        respiratory_events=float(n_respiratory) if events else None,
+        effort_epochs=effort if has_staging else None,
+        desaturations=float(desaturations) if desaturations else None,
+        arousals=float(arousals) if arousals else None,
+        recording_time_min=None if has_staging else stages.size * EPOCH_S / 60,
+    )
+
+
 def load_predictions(bucket: BucketResource, night: str) -> tuple[np.ndarray, np.ndarray, float]:
     table = read_parquet(bucket, layout.gold_predictions(night))
     estimated = float((table.schema.metadata or {}).get(ESTIMATED_EVENTS_KEY, b"nan"))
@@ -95,13 +119,12 @@ def load_predictions(bucket: BucketResource, night: str) -> tuple[np.ndarray, np
        description="Clinical sleep scores of the night (AASM definitions): time in bed, TST, sleep onset latency, WASO, sleep efficiency, REM latency, minutes and % per stage, AHI, respiratory-effort share; computed the same way from sunalgo's predictions and from the PSG.")
 def clinical_scores(context: AssetExecutionContext, bucket: BucketResource):
     def process(night: str):
-        psg_stages, psg_events, psg_effort, _ = psg_truth(bucket, night)
         stage, resp_event, estimated = load_predictions(bucket, night)
         result = {
             "night": night,
             "sunalgo_version": sunalgo.__version__,
             "sunalgo": scores.clinical_scores(stage, respiratory_events=estimated, effort_epochs=resp_event),
-            "psg": scores.clinical_scores(psg_stages, respiratory_events=float(psg_events), effort_epochs=psg_effort),
+            "psg": psg_scores(bucket, night),
         }
         write_json(bucket, layout.gold_scores(night), result)
         meta = {f"sunalgo_{k}": v for k, v in result["sunalgo"].items() if k in KEY_SCORES and v is not None}
@@ -114,16 +137,19 @@ def clinical_scores(context: AssetExecutionContext, bucket: BucketResource):
 KEY_SCORES = ("total_sleep_time_min", "sleep_efficiency_pct", "ahi")
 
 
-@asset(deps=["epoch_predictions", "psg_hypnogram"], kinds={"json", "sunalgo"}, **GOLD,
-       description="Agreement of sunalgo with the PSG for the night: epoch-by-epoch accuracy and Cohen's kappa (5 stages, sleep/wake), and the TST difference.")
+@asset(deps=["epoch_predictions", "psg_hypnogram", "psg_respiratory_events", "clinical_scores"], kinds={"json", "sunalgo", "matplotlib"}, **GOLD,
+       description="How well sunalgo agrees with the PSG for the night: epoch-by-epoch accuracy, Cohen's kappa (5 stages, sleep/wake) and the TST difference. Each night's materialization shows the picture: the PSG hypnogram above sunalgo's, respiratory events marked, with the key scores of both.")
 def psg_agreement(context: AssetExecutionContext, bucket: BucketResource):
     def process(night: str):
         psg_stages = read_parquet(bucket, layout.silver_hypnogram(night)).column("stage_code").to_numpy().astype(np.int8)
-        stage, _, _ = load_predictions(bucket, night)
+        stage, resp_event, _ = load_predictions(bucket, night)
         result = dict(agreement.epoch_agreement(psg_stages, stage))
         tst = [scores.clinical_scores(s, respiratory_events=None)["total_sleep_time_min"] for s in (stage, psg_stages)]
         result["tst_difference_min"] = None if None in tst else tst[0] - tst[1]
         write_json(bucket, layout.gold_agreement(night), {"night": night, **result})
-        return {context.asset_key: {k: round(float(v), 3) for k, v in result.items() if v is not None}}
+        picture = night_picture_metadata(  # the hypnograms, events marked, and the key scores (UI only)
+            psg_stages, stage, read_parquet(bucket, layout.silver_respiratory_events(night)).to_pandas(), resp_event,
+            read_json(bucket, layout.gold_scores(night)), result)
+        return {context.asset_key: {**picture, **{k: round(float(v), 3) for k, v in result.items() if v is not None}}}
 
     yield from per_night(context, process)

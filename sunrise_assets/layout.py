@@ -25,6 +25,10 @@ def bronze_psg(night: str) -> str:
     return _layer("bronze", night, "psg.edf")
 
 
+def bronze_psg_labels(night: str) -> str:
+    return _layer("bronze", night, "psg_labels.json")
+
+
 def bronze_manifest(night: str) -> str:
     return _layer("bronze", night, "manifest.json")
 

@@ -22,6 +22,8 @@ class NightSource(_Model):
     recording_path: str
     recording_generation: str
     study_edf_path: str
+    study_labels_path: str = Field(default="", description="the scoring export, or the EDF+ itself")
+    study_coding_path: str | None = Field(default=None, description="stage coding sidecar of an integer hypnogram")
     study_generation: str
     grid_start_offset_s: float = Field(description="PSG epoch 0 on the recording's clock, seconds")
     overlap_s: float
@@ -40,7 +42,10 @@ class PsgSummary(_Model):
     sha256: str
     n_epochs: int
     n_respiratory_events: int
-    dropped_annotations: int = Field(description="free-text annotations removed by anonymisation")
+    dropped_annotations: int = Field(description="free-text annotations and untyped events removed by anonymisation")
+    scoring_format: str = Field(default="edf+", description="format the lab delivered the scoring in")
+    has_staging: bool = Field(default=True, description="False for a home sleep test (events, no stages)")
+    labels_sha256: str = ""
 
 
 class NightManifest(_Model):

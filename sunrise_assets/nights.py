@@ -115,6 +115,8 @@ def reconcile(scan: ScanResult, bucket: BucketResource, pseudonymizer: Pseudonym
                 recording_path=pair.recording.path,
                 recording_generation=pair.recording.generation,
                 study_edf_path=pair.study.edf_path,
+                study_labels_path=pair.study.labels_path or pair.study.edf_path,
+                study_coding_path=pair.study.coding_path,
                 study_generation=pair.study.generation,
                 grid_start_offset_s=pair.grid_start_offset_s,
                 overlap_s=pair.overlap_s,

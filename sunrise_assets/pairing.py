@@ -34,6 +34,10 @@ from sunrise_assets.validation import MAX_PSG_BYTES, MAX_RECORDING_BYTES
 MIN_OVERLAP_S = 3600.0
 MIN_OVERLAP_FRACTION = 0.5
 DETAILS_NAME = "patient.json"
+# A study folder: the PSG .edf (signals and the clock), optionally one scoring export beside it
+# (the format is recognised from its content), and for integer hypnograms the coding sidecar.
+SCORING_SUFFIXES = (".xml", ".csv", ".txt", ".tsv")
+CODING_NAME = "stage_coding.txt"
 _BYTES_PER_SAMPLE = 6  # x, y, z int16
 
 
@@ -75,6 +79,10 @@ class StudyRef:
     start: datetime  # naive, site-local wall clock (EDF header)
     duration_s: float
     generation: str  # combined generations of every file of the study folder
+    # Where the scoring is: a separate export (NSRR/Profusion XML, Noxturnal CSV, hypnogram text)
+    # beside the EDF, or the EDF+ itself; and the stage-coding sidecar of an integer hypnogram.
+    labels_path: str = ""
+    coding_path: str | None = None
 
 
 @dataclass(frozen=True)
@@ -254,6 +262,10 @@ def _study_ref(
     if duration <= 0:
         raise PsgFormatError(f"{edf_path}: the EDF holds no signal data, so the study has no length")
     details = names.get(DETAILS_NAME)
+    scoring = sorted(n for n in names if n.lower().endswith(SCORING_SUFFIXES) and n not in (DETAILS_NAME, CODING_NAME))
+    if len(scoring) > 1:
+        raise PsgFormatError(f"several scoring files in the study folder: {', '.join(scoring)}")
+    coding = names.get(CODING_NAME)
     return StudyRef(
         dir=study_dir,
         edf_path=edf_path,
@@ -263,6 +275,8 @@ def _study_ref(
         start=start,
         duration_s=duration,
         generation=combined_generation(objects),
+        labels_path=names[scoring[0]].path if scoring else edf_path,
+        coding_path=coding.path if coding else None,
     )
 
 

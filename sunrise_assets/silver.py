@@ -1,6 +1,8 @@
 """Silver: preprocessed sensor signals on the PSG epoch grid, and the PSG labels as tables."""
 
 
+import json
+
 import numpy as np
 import pyarrow as pa
 from dagster import AssetExecutionContext, AssetKey, AssetSpec, asset, multi_asset
@@ -10,16 +12,17 @@ from sunalgo import preprocess
 from sunalgo.labels import EPOCH_S, STAGES
 from sunalgo.recording import parse_recording
 from sunrise_assets import layout
+from sunrise_assets.automation import follows_upstream
 from sunrise_assets.batch import NightError, per_night
+from sunrise_assets.checks import PSG_LABEL_CHECKS, SILVER_SIGNAL_CHECKS, epochs_aligned, stage_coverage
 from sunrise_assets.io import write_parquet
 from sunrise_assets.manifest import NightManifest
 from sunrise_assets.partitions import nights_backfill_policy, nights_partitions
-from sunrise_assets.psg_edf import read_psg_edf
 
 
 # Silver is versioned on its own, so a sunalgo model change re-runs gold and the warehouse only.
 # Bump when preprocessing or label reading changes what silver holds.
-SILVER_CODE_VERSION = "1"
+SILVER_CODE_VERSION = "2"
 
 
 def load_manifest(bucket: BucketResource, night: str) -> NightManifest:
@@ -32,7 +35,9 @@ def load_manifest(bucket: BucketResource, night: str) -> NightManifest:
     backfill_policy=nights_backfill_policy,
     deps=["bronze_recording", "night_manifest"],
     code_version=SILVER_CODE_VERSION,
+    automation_condition=follows_upstream(),
     kinds={"parquet", "sunalgo"},
+    check_specs=SILVER_SIGNAL_CHECKS,
     description="Sunrise signals calibrated (gyroscope bias removed), filtered into breathing, movement, gravity and jaw-opening channels, and resampled onto the PSG's 30-s epoch grid: one row per sample at 10 Hz, NaN where the sensor was not recording.",
 )
 def silver_signals(context: AssetExecutionContext, bucket: BucketResource):
@@ -47,32 +52,40 @@ def silver_signals(context: AssetExecutionContext, bucket: BucketResource):
         table = pa.table({name: pa.array(signals[name], type=pa.float32()) for name in preprocess.SIGNAL_CHANNELS})
         write_parquet(bucket, layout.silver_signals(night), table)
         first = next(iter(signals.values()))
-        return {context.asset_key: {"rows": table.num_rows, "coverage_pct": round(100 * float(np.isfinite(first).mean()), 1)}}
+        return {
+            context.asset_key: {"dagster/row_count": table.num_rows, "coverage_pct": round(100 * float(np.isfinite(first).mean()), 1)},
+            **epochs_aligned(table.num_rows, manifest.psg.n_epochs, preprocess.SAMPLES_PER_EPOCH),
+        }
 
     yield from per_night(context, process)
 
 
 @multi_asset(
     specs=[
-        AssetSpec("psg_hypnogram", description="PSG hypnogram: one row per 30-s epoch with the technician's AASM stage (W, N1, N2, N3, REM; null when unscored).", kinds={"parquet"}, deps=["bronze_psg"]),
-        AssetSpec("psg_respiratory_events", description="PSG respiratory events: onset and duration in seconds from the PSG start, normalised type (obstructive/central/mixed apnea, hypopnea) and the original label.", kinds={"parquet"}, deps=["bronze_psg"]),
+        AssetSpec("psg_hypnogram", description="PSG hypnogram: one row per 30-s epoch with the technician's AASM stage (W, N1, N2, N3, REM; null when unscored).", kinds={"parquet"}, deps=["bronze_psg"], automation_condition=follows_upstream()),
+        AssetSpec("psg_respiratory_events", description="PSG scored events: onset and duration in seconds from the PSG start and the normalised type (obstructive/central/mixed apnea, hypopnea, desaturation with its SpO2 nadir, arousal), whatever format the lab exported.", kinds={"parquet"}, deps=["bronze_psg"], automation_condition=follows_upstream()),
     ],
     group_name="silver",
     partitions_def=nights_partitions,
     backfill_policy=nights_backfill_policy,
     code_version=SILVER_CODE_VERSION,
     can_subset=False,
+    check_specs=PSG_LABEL_CHECKS,
 )
 def psg_labels(context: AssetExecutionContext, bucket: BucketResource):
-    """Read the anonymised EDF+ once, write the hypnogram and the events."""
+    """Read the night's canonical scoring (bronze psg_labels.json) once, write the hypnogram and the events."""
 
     def process(night: str):
-        path = layout.bronze_psg(night)
+        path = layout.bronze_psg_labels(night)
         try:
-            labels = read_psg_edf(bucket.read_bytes(path), source=path)
+            labels = json.loads(bucket.read_bytes(path))
+            n_epochs = load_manifest(bucket, night).psg.n_epochs
         except ValueError as exc:
             raise NightError(night, path, str(exc)) from exc
-        stages = labels.stages.astype(np.int8)
+        # The night's grid: the hypnogram, or (home sleep test) unscored epochs over the recording.
+        stages = np.full(n_epochs, -1, dtype=np.int8)
+        scored = np.asarray(labels["stages"], dtype=np.int8)[:n_epochs]
+        stages[: scored.size] = scored
         names = np.array([*STAGES, None], dtype=object)[np.where(stages >= 0, stages, len(STAGES))]
         hypnogram = pa.table({
             "epoch": pa.array(np.arange(stages.size, dtype=np.int32)),
@@ -80,19 +93,20 @@ def psg_labels(context: AssetExecutionContext, bucket: BucketResource):
             "stage_code": pa.array(stages),
             "stage": pa.array(names.tolist(), type=pa.string()),
         })
-        events = labels.events.sort_values(["onset_s", "type"], kind="stable").reset_index(drop=True)
+        events = sorted(labels["events"], key=lambda e: (e["onset_s"], e["type"]))
         events_table = pa.table({
-            "onset_s": pa.array(events["onset_s"].to_numpy(np.float64)),
-            "duration_s": pa.array(events["duration_s"].to_numpy(np.float64)),
-            "type": pa.array(events["type"].astype(str).tolist(), type=pa.string()),
-            "label": pa.array(events["label"].astype(str).tolist(), type=pa.string()),
+            "onset_s": pa.array([e["onset_s"] for e in events], type=pa.float64()),
+            "duration_s": pa.array([e["duration_s"] for e in events], type=pa.float64()),
+            "type": pa.array([e["type"] for e in events], type=pa.string()),
+            "nadir": pa.array([e["nadir"] for e in events], type=pa.float64()),
         })
         write_parquet(bucket, layout.silver_hypnogram(night), hypnogram)
         write_parquet(bucket, layout.silver_respiratory_events(night), events_table)
         counts = {name: int((stages == code).sum()) for code, name in enumerate(STAGES)}
         return {
-            AssetKey("psg_hypnogram"): {"epochs": int(stages.size), **{f"epochs_{k}": v for k, v in counts.items()}},
-            AssetKey("psg_respiratory_events"): {"events": len(events)},
+            AssetKey("psg_hypnogram"): {"dagster/row_count": int(stages.size), **{f"epochs_{k}": v for k, v in counts.items()}},
+            AssetKey("psg_respiratory_events"): {"dagster/row_count": len(events)},
+            **stage_coverage(stages),
         }
 
     yield from per_night(context, process)

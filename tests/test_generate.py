@@ -15,6 +15,8 @@ import pytest
 
 from sunalgo.recording import parse_recording
 from sunrise_assets.generate import SITES, GenerationReport, generate_bucket, n_unpaired
+from sunrise_assets.psg_readers import FORMATS, PsgFormatError, read_labels
+from sunrise_assets.psg_readers.edf_plus import read_edf_start_and_duration
 
 N_NIGHTS = 6
 SEED = 11
@@ -160,3 +162,95 @@ def test_deterministic_and_night_k_independent_of_n(generated, tmp_path):
     assert fewer.unpaired_studies[0] == generated.unpaired_studies[0]
     other = generate_bucket(tmp_path / "other", 1, SEED + 1)
     assert other.nights[0].recording_path != generated.nights[0].recording_path
+
+
+# ----------------------------------------------------------------------- mixed scoring formats
+
+SCORING_FILES = {  # format -> the study folder's files, besides <study>.edf and patient.json
+    "edf+": set(),
+    "nsrr-xml": {"{study}.xml"},
+    "profusion-xml": {"{study}.xml"},
+    "noxturnal-csv": {"{study}.csv"},
+    "hypnogram-text": {"{study}_hypnogram.txt", "stage_coding.txt"},
+}
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory) -> GenerationReport:
+    return generate_bucket(tmp_path_factory.mktemp("mixed"), N_NIGHTS, SEED, psg_formats=FORMATS)
+
+
+def test_mixed_bucket_cycles_formats_and_lays_out_study_folders(mixed):
+    files = set(_files(mixed.root))
+    assert files == set(mixed.files)
+    assert [n.psg_format for n in mixed.nights] == [FORMATS[k % len(FORMATS)] for k in range(N_NIGHTS)]
+    for n in mixed.nights:
+        study = n.study_dir.rsplit("/", 1)[1]
+        in_folder = {f.rsplit("/", 1)[1] for f in files if f.startswith(n.study_dir + "/")}
+        assert in_folder == {f"{study}.edf", "patient.json"} | {f.format(study=study) for f in SCORING_FILES[n.psg_format]}
+        assert n.edf_path == f"{n.study_dir}/{study}.edf" and n.labels_path in files
+        scoring = {"nsrr-xml": ".xml", "profusion-xml": ".xml", "noxturnal-csv": ".csv", "hypnogram-text": "_hypnogram.txt"}
+        assert n.labels_path == (n.edf_path if n.psg_format == "edf+" else f"{n.study_dir}/{study}{scoring[n.psg_format]}")
+        if n.psg_format == "hypnogram-text":
+            assert (mixed.root / n.study_dir / "stage_coding.txt").read_text() == f"{n.stage_coding}\n"
+        else:
+            assert n.stage_coding is None
+    # Unpaired studies stay EDF+ (with annotations).
+    for d in mixed.unpaired_studies:
+        assert {f.rsplit("/", 1)[1] for f in files if f.startswith(d + "/")} == {f"{d.rsplit('/', 1)[1]}.edf", "patient.json"}
+
+
+def test_mixed_bucket_scoring_reads_back_as_the_truth_on_the_edf_clock(mixed):
+    for n in mixed.nights:
+        edf = (mixed.root / n.edf_path).read_bytes()
+        start, duration = read_edf_start_and_duration(edf, source=n.edf_path)
+        assert start == n.psg_start and 0 <= duration - n.stages.size * 30 < 32
+        coding = None
+        if n.psg_format == "hypnogram-text":
+            coding = (mixed.root / n.study_dir / "stage_coding.txt").read_text().strip()
+        labels = read_labels((mixed.root / n.labels_path).read_bytes(), source=n.labels_path, stage_coding=coding)
+        assert labels.format == n.psg_format
+        assert np.array_equal(labels.stages, n.stages), n.labels_path
+        # The clock of a scoring file that has one agrees with the EDF's; the others have none.
+        assert labels.start == (start if n.psg_format in ("edf+", "nsrr-xml", "noxturnal-csv") else None)
+        scored = labels.events[labels.events["type"] != "other"].reset_index(drop=True)
+        if n.psg_format == "hypnogram-text":
+            assert scored.empty, "a bare hypnogram scores no events"
+            continue
+        assert scored["type"].tolist() == n.events["type"].tolist()
+        assert np.array_equal(scored["duration_s"], n.events["duration_s"])
+        tolerance = 0.5 if n.psg_format == "noxturnal-csv" else 0.0  # Noxturnal clock times: whole seconds
+        assert np.abs(scored["onset_s"] - n.events["onset_s"]).max() <= tolerance
+        if n.psg_format != "edf+":
+            with pytest.raises(PsgFormatError, match="no sleep stage annotations and no scored events"):
+                read_labels(edf, source=n.edf_path)  # signals only: the scoring is in its own file
+            with pyedflib.EdfReader(str(mixed.root / n.edf_path)) as f:
+                assert f.getSignalLabels() == ["SpO2", "Body position"] and f.getPatientCode() == n.patient_ref
+
+
+def test_mixed_bucket_scoring_files_hold_no_identifiers_and_the_rest_is_unchanged(mixed, generated):
+    for n in mixed.nights:
+        if n.psg_format == "edf+":
+            continue
+        data = (mixed.root / n.labels_path).read_bytes()
+        text = data.decode("utf-16") if data[:2] == b"\xff\xfe" else data.decode("latin-1")
+        assert not [i for i in mixed.identifiers if i in text], n.labels_path  # as in the real exports
+    assert mixed.identifiers == generated.identifiers
+    mixed_files, default_files = _files(mixed.root), _files(generated.root)
+    for a, b in zip(mixed.nights, generated.nights):
+        assert (a.recording_path, a.study_dir, a.psg_start) == (b.recording_path, b.study_dir, b.psg_start)
+        assert np.array_equal(a.stages, b.stages) and a.events.equals(b.events)
+        for path in (a.recording_path, a.details_path) + ((a.edf_path,) if a.psg_format == "edf+" else ()):
+            assert mixed_files[path] == default_files[path], path
+
+
+def test_mixed_bucket_is_deterministic_and_formats_are_checked(mixed, tmp_path):
+    again = generate_bucket(tmp_path / "again", 2, SEED, psg_formats=FORMATS)
+    again_files, mixed_files = _files(again.root), _files(mixed.root)
+    assert again_files and all(again_files[f] == mixed_files[f] for f in again_files)
+    only = generate_bucket(tmp_path / "nsrr", 3, SEED, psg_formats=["nsrr-xml"])
+    assert [n.psg_format for n in only.nights] == ["nsrr-xml"] * 3
+    assert len({n.psg_variant for n in only.nights}) == 3, "the NSRR vocabularies cycle"
+    for bad in ((), ("edf+", "csv")):
+        with pytest.raises(ValueError, match="psg_formats"):
+            generate_bucket(tmp_path / "bad", 1, SEED, psg_formats=bad)
