@@ -1,6 +1,8 @@
--- Warehouse tables whose shape does not depend on the feature registry.
--- Features arrive long (one row per night x epoch x feature): loading is a bulk append, and the
--- composite primary key is the index that both the per-night replace and the pivot use.
+-- Warehouse tables whose shape does not depend on the feature registry (shared by SQLite and
+-- PostgreSQL). Features arrive long (one row per night x epoch x feature): loading is a bulk append
+-- (COPY on PostgreSQL), and the composite primary key, night_id first, is the index that both the
+-- per-night replace (DELETE ... WHERE night_id = ?) and the pivot's join on (night_id, epoch) use.
+-- No other index is needed: tests/test_postgres_warehouse.py asserts the EXPLAIN plans on 806k rows.
 CREATE TABLE IF NOT EXISTS epoch_features_long (
     night_id TEXT NOT NULL,
     epoch INTEGER NOT NULL,

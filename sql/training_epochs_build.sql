@@ -1,7 +1,10 @@
 -- Pivot the long features of one night to one column per feature and join the PSG labels, in SQL.
 -- Every PSG epoch gets a row (LEFT JOIN): epochs the sensor did not cover have NULL features.
--- The pivot columns are one "MAX(CASE WHEN f.feature = :feature_i THEN f.value END)" per feature:
--- feature names are bound parameters, column names validated identifiers.
+-- {pivot_columns} is one aggregate per feature, from <dialect>/pivot_column.sql: CASE on SQLite,
+-- FILTER (WHERE ...) on PostgreSQL. Feature names are bound parameters, column names validated
+-- identifiers; nothing from the data is ever formatted into the statement.
+-- Indexes: psg_epoch_labels' primary key (night_id, epoch) finds the night's labels; the primary key
+-- of epoch_features_long (night_id, epoch, feature) serves the join on (night_id, epoch).
 INSERT INTO training_epochs (night_id, epoch, {feature_columns}, psg_stage, psg_respiratory_event)
 SELECT
     l.night_id,

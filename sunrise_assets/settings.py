@@ -1,8 +1,9 @@
 """Configuration from the environment, with the embedded default (a work directory, no services).
 
 SUNRISE_WORKDIR       base of the embedded default (default: ./.sunrise)
-SUNRISE_BUCKET        the bucket: a local directory (default: $SUNRISE_WORKDIR/bucket)
-SUNRISE_WAREHOUSE_URL SQLAlchemy URL (default: sqlite:///$SUNRISE_WORKDIR/warehouse.sqlite)
+SUNRISE_BUCKET        the bucket: a local directory or gs://bucket[/prefix] (default: $SUNRISE_WORKDIR/bucket)
+SUNRISE_WAREHOUSE_URL SQLAlchemy URL: sqlite:///FILE or postgresql+psycopg2://USER:PW@HOST:PORT/DB
+                      (default: sqlite:///$SUNRISE_WORKDIR/warehouse.sqlite)
 SUNRISE_PSEUDONYM_KEY secret key of the pseudonyms (the demo falls back to a public demo key)
 DAGSTER_HOME          the Dagster instance (default for the CLI: $SUNRISE_WORKDIR/dagster_home)
 """

@@ -56,3 +56,43 @@ def ingested(pipeline_env):
     report = ingest(bucket, instance)
     yield {"generation": generation, "report": report, "bucket": bucket, "instance": instance, "work": pipeline_env}
     instance.dispose()
+
+
+# --- throwaway services: PostgreSQL cluster, fake GCS (started here, always stopped) -------------
+
+
+def _unavailable(reason: str):
+    """CI must run these tests (it installs postgresql-15): fail there, skip on a bare laptop."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL cluster in a temp dir on a free port (tests.support.postgres), stopped at the end."""
+    from tests.support.postgres import PostgresCluster, PostgresUnavailable
+
+    try:
+        cluster = PostgresCluster()
+        cluster.start()
+    except PostgresUnavailable as exc:
+        _unavailable(str(exc))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def fake_gcs():
+    """fake-gcs-server on a free port, with STORAGE_EMULATOR_HOST pointing at it; stopped at the end."""
+    from tests.support.fake_gcs import FakeGcsServer
+
+    server = FakeGcsServer().start()
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("STORAGE_EMULATOR_HOST", server.url)
+            yield server
+    finally:
+        server.stop()

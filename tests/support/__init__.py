@@ -1,0 +1,1 @@
+"""Throwaway services the tests start and stop themselves: a PostgreSQL cluster, fake-gcs-server."""
