@@ -37,11 +37,11 @@ def _progress() -> Progress:
     )
 
 
-def _bucket(bucket: Optional[Path]):
+def _bucket(bucket: Optional[str]):
     from resources.bucket import BucketResource
 
     if bucket is not None:
-        os.environ["SUNRISE_BUCKET"] = str(bucket.expanduser().resolve())
+        os.environ["SUNRISE_BUCKET"] = bucket if bucket.startswith("gs://") else str(Path(bucket).expanduser().resolve())
     return BucketResource(url=settings.bucket_url())
 
 
@@ -67,7 +67,7 @@ class _ReadProgress:
         return getattr(self._bucket, name)
 
 
-BucketOpt = Annotated[Optional[Path], typer.Option("--bucket", help="Local directory of the raw bucket (default: $SUNRISE_BUCKET or $SUNRISE_WORKDIR/bucket).")]
+BucketOpt = Annotated[Optional[str], typer.Option("--bucket", help="The raw bucket: a local directory or gs://bucket[/prefix] (default: $SUNRISE_BUCKET or $SUNRISE_WORKDIR/bucket).")]
 WorkdirOpt = Annotated[Optional[Path], typer.Option("--workdir", help="Work directory holding the bucket, the SQLite warehouse and DAGSTER_HOME (default: $SUNRISE_WORKDIR or ./.sunrise).")]
 
 
@@ -154,8 +154,8 @@ def _run_ingest(batch_size: int):
 
     settings.use_workdir(settings.workdir())
     bucket = _bucket(None)
-    if not bucket.root.is_dir():
-        raise UserError(f"bucket {bucket.root} does not exist (generate one with `sunrise generate`)")
+    if not bucket.is_available():
+        raise UserError(f"bucket {bucket.url} does not exist or cannot be reached (generate one with `sunrise generate`)")
     with DagsterInstance.get() as instance, _progress() as progress:
         task = progress.add_task("materializing nights", total=None)
         report = do_ingest(

@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from dagster import AssetKey, DagsterInstance
+from dagster import AssetKey, AssetSelection, DagsterInstance
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from resources.bucket import BucketResource
 from sunrise_assets.anonymise import Pseudonymizer, load_key
 from sunrise_assets.batch import failed_nights_of
+from sunrise_assets.jobs import LAYERS
 from sunrise_assets.nights import contiguous_batches, reconcile, register
 from sunrise_assets.pairing import ScanResult, scan_bucket
 from sunrise_assets.partitions import NIGHTS_PER_RUN, nights_partitions
@@ -41,7 +42,11 @@ def run_batch(
     """One run of the nightly pipeline (or a selection of it) over a contiguous range of nights."""
     from sunrise_assets.definitions import build_defs
 
-    job = build_defs().resolve_job_def("nightly_pipeline")
+    defs = build_defs()
+    job = defs.resolve_job_def("nightly_pipeline")
+    if asset_selection is None:
+        # Named explicitly, so that automation sees the run already targets every layer.
+        asset_selection = sorted(AssetSelection.groups(*LAYERS).resolve(defs.resolve_asset_graph()), key=lambda k: k.to_user_string())
     tags = {ASSET_PARTITION_RANGE_START_TAG: nights[0], ASSET_PARTITION_RANGE_END_TAG: nights[-1]}
     result = job.execute_in_process(instance=instance, tags=tags, raise_on_error=False, asset_selection=asset_selection)
     failed: dict[str, str] = {}
@@ -52,8 +57,11 @@ def run_batch(
         elif event.is_step_failure and event.step_failure_data.user_failure_data is not None:
             failed.update(failed_nights_of(event.step_failure_data.user_failure_data.metadata))
         elif event.is_step_failure:
+            error = event.step_failure_data.error
+            while error.cause is not None:  # Dagster wraps the asset's own error: report that one
+                error = error.cause
             for night in nights:
-                failed.setdefault(night, f"night {night}: step {event.step_key} failed: {event.step_failure_data.error.message.strip()}")
+                failed.setdefault(night, f"night {night}: step {event.step_key} failed: {error.message.strip()}")
     completed = {night for night, count in finals.items() if count == len(FINAL_ASSETS)}
     return result.run_id, completed, failed
 

@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass
 
 from dagster import (
     AddDynamicPartitionsRequest,
+    AssetKey,
+    AssetSelection,
     DefaultSensorStatus,
     RunRequest,
     SensorEvaluationContext,
@@ -30,7 +32,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 
 from resources.bucket import BucketResource
 from sunrise_assets.anonymise import Pseudonymizer, load_key
-from sunrise_assets.jobs import nightly_pipeline
+from sunrise_assets.jobs import LAYERS, nightly_pipeline
 from sunrise_assets.nights import Reconciliation, contiguous_batches, reconcile
 from sunrise_assets.pairing import patient_of, scan_patients
 from sunrise_assets.partitions import NIGHTS_PER_RUN, nights_partitions
@@ -81,7 +83,19 @@ def plan_tick(bucket: BucketResource, cursor: BucketCursor, *, now: float, max_o
     return TickPlan(BucketCursor(after="", since=sweep_started, sweep_started=0.0), touched, listed)
 
 
-def run_requests(reconciliation: Reconciliation, ordered_partitions: list[str], batch_size: int) -> list[RunRequest]:
+def layer_asset_keys(context: SensorEvaluationContext) -> list[AssetKey] | None:
+    """Every asset of the layers, named explicitly in each run: automation then knows these runs
+    already target the downstream assets (a run without an explicit selection looks to it as if
+    it targeted nothing, and it would launch the same nights again)."""
+    repository = getattr(context, "repository_def", None)
+    if repository is None:
+        return None
+    return sorted(AssetSelection.groups(*LAYERS).resolve(repository.asset_graph), key=lambda k: k.to_user_string())
+
+
+def run_requests(
+    reconciliation: Reconciliation, ordered_partitions: list[str], batch_size: int, asset_selection: list[AssetKey] | None = None
+) -> list[RunRequest]:
     versions = {s.night: s.content_version for s in reconciliation.sources}
     order = list(ordered_partitions) + [n for n in reconciliation.new if n not in set(ordered_partitions)]
     requests = []
@@ -90,6 +104,7 @@ def run_requests(reconciliation: Reconciliation, ordered_partitions: list[str], 
         requests.append(
             RunRequest(
                 run_key=f"nights-{digest}",
+                asset_selection=asset_selection,
                 tags={ASSET_PARTITION_RANGE_START_TAG: batch[0], ASSET_PARTITION_RANGE_END_TAG: batch[-1],
                       "sunrise/trigger": "raw_bucket_sensor", "sunrise/nights": str(len(batch))},
             )
@@ -106,7 +121,7 @@ def evaluate(context: SensorEvaluationContext, bucket: BucketResource, *, max_ob
     reconciliation = reconcile(scan, bucket, Pseudonymizer(load_key()))
     existing = context.instance.get_dynamic_partitions(nights_partitions.name)
     added = [s.night for s in reconciliation.sources if s.night not in set(existing)]
-    requests = run_requests(reconciliation, existing, NIGHTS_PER_RUN)
+    requests = run_requests(reconciliation, existing, NIGHTS_PER_RUN, layer_asset_keys(context))
     context.log.info(
         f"{len(plan.touched)} patient folder(s) changed: {len(reconciliation.new)} new night(s), "
         f"{len(reconciliation.changed)} changed, {len(reconciliation.reuploaded)} re-uploaded unchanged, "

@@ -23,14 +23,14 @@ BRONZE, SILVER = AssetKey("bronze_recording"), AssetKey("silver_signals")
 GOLD, WAREHOUSE = AssetKey("epoch_features"), AssetKey("training_epochs")
 
 
-def _wait(predicate, timeout, what):
+def _wait(predicate, timeout, what, describe=None):
     start = time.monotonic()
     while time.monotonic() - start < timeout:
         value = predicate()
         if value:
             return time.monotonic() - start
         time.sleep(1.0)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f": {describe()}" if describe else ""))
 
 
 class Platform:
@@ -162,10 +162,11 @@ def test_nights_flow_by_themselves(tmp_path):
         bumped = time.monotonic()
         platform.start()
         _wait(
-            lambda: all(_count(instance, k, n) > before[(k, n)] for k in (GOLD, WAREHOUSE) for n in (key_a, key_b))
-            and _runs_settled(instance),
+            lambda: all(_count(instance, k, n) > before[(k, n)] for k in (GOLD, WAREHOUSE) for n in (key_a, key_b)),
             400, "gold and warehouse re-materialized after the version bump",
+            lambda: {f"{k.to_user_string()}/{n}": (before[(k, n)], _count(instance, k, n)) for k in (GOLD, WAREHOUSE) for n in (key_a, key_b)},
         )
+        _wait(lambda: _runs_settled(instance), 120, "runs to settle after the bump")
         print(f"sunalgo version bump -> gold and warehouse refreshed for 2 nights: {time.monotonic() - bumped:.1f} s")
         for k in (BRONZE, SILVER):
             for n in (key_a, key_b):
