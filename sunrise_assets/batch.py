@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
-from dagster import AssetExecutionContext, AssetKey, AssetMaterialization, Failure, MaterializeResult, MetadataValue
+from dagster import AssetCheckKey, AssetExecutionContext, AssetKey, AssetMaterialization, Failure, MaterializeResult, MetadataValue, Output
+
+from sunrise_assets.anonymise import validate_night_key
 
 NightMetadata = Mapping[AssetKey, Mapping[str, Any]]
 
@@ -29,16 +32,22 @@ def per_night(
     one materialization per night as usual. If some fail, the good nights are still recorded as
     materialized (explicit events) and the step then fails with one line per bad night, so the bad
     ones show as failed in the UI and can be retried alone.
+
+    ``process`` may also return a ``checks.CheckOutcome`` per ``AssetCheckKey`` (and a ``NightError``
+    may carry them as ``check_results``): they are recorded as that night's check evaluations, once
+    the night's materializations are stored (see sunrise_assets/checks.py).
     """
     keys = sorted(context.selected_asset_keys, key=lambda k: k.to_user_string())
     done: dict[str, NightMetadata] = {}
     failed: dict[str, str] = {}
+    checked: dict[str, dict[AssetCheckKey, Any]] = {}
     for night in context.partition_keys:
         wall0, cpu0 = time.perf_counter(), time.process_time()
         try:
-            metadata = process(night) or {}
+            metadata = process(validate_night_key(night)) or {}  # keys reach paths and SQL: pseudonym shape only
         except NightError as exc:
             failed[night] = str(exc)
+            checked[night] = dict(getattr(exc, "check_results", None) or {})
             context.log.error(str(exc))
             continue
         except Exception as exc:  # noqa: BLE001 - any bug or bad input fails this night only
@@ -50,22 +59,68 @@ def per_night(
             "night_cpu_s": round(time.process_time() - cpu0, 4),
         }
         done[night] = {key: {**metadata.get(key, {}), **timing} for key in keys}
+        checked[night] = {key: value for key, value in metadata.items() if isinstance(key, AssetCheckKey)}
 
     if not failed:
-        for night, per_key in done.items():
-            for key, metadata in per_key.items():
-                context.add_asset_metadata(dict(metadata), asset_key=key, partition_key=night)
+        with _partitions_read_once(context.instance):
+            for night, per_key in done.items():
+                for key, metadata in per_key.items():
+                    context.add_asset_metadata(dict(metadata), asset_key=key, partition_key=night)
         for key in keys:
             yield MaterializeResult(asset_key=key)
+        _log_checks(context, checked)
+        for output_name, spec in context.assets_def.check_specs_by_output_name.items():
+            if spec.key in context.selected_asset_check_keys:
+                yield Output(None, output_name=output_name)  # the check step output (evaluations are above)
         return
 
     for night, per_key in done.items():
         for key, metadata in per_key.items():
-            context.log_event(AssetMaterialization(asset_key=key, partition=night, metadata=dict(metadata)))
+            # yielded, not logged: stored before the checks below look up their materializations
+            yield AssetMaterialization(asset_key=key, partition=night, metadata=dict(metadata))
+    _log_checks(context, checked)
     raise Failure(
         description=f"{len(failed)} of {len(context.partition_keys)} nights failed:\n" + "\n".join(failed.values()),
         metadata={"failed_nights": MetadataValue.json(failed), "materialized_nights": len(done)},
     )
+
+
+@contextmanager
+def _partitions_read_once(instance) -> Iterator[None]:
+    """Dagster 1.13's ``add_asset_metadata(partition_key=...)`` re-reads every dynamic partition from
+    the instance at each call (to check the key is in the run's range): three queries, one of them
+    O(all nights), per night and asset (~18 ms a call on SQLite). Inside this block the instance
+    answers from one read."""
+    read = instance.get_dynamic_partitions
+    cache: dict[str, tuple[Any, frozenset[str]]] = {}
+
+    def get_dynamic_partitions(partitions_def_name: str):
+        if partitions_def_name not in cache:
+            keys = read(partitions_def_name)
+            cache[partitions_def_name] = (keys, frozenset(keys))
+        return cache[partitions_def_name][0]
+
+    def has_dynamic_partition(partitions_def_name: str, partition_key: str) -> bool:
+        get_dynamic_partitions(partitions_def_name)
+        return partition_key in cache[partitions_def_name][1]
+
+    instance.get_dynamic_partitions, instance.has_dynamic_partition = get_dynamic_partitions, has_dynamic_partition
+    try:
+        yield
+    finally:
+        del instance.get_dynamic_partitions, instance.has_dynamic_partition
+
+
+def _log_checks(context: AssetExecutionContext, checked: Mapping[str, Mapping[AssetCheckKey, Any]]) -> None:
+    """Per-night check outcomes as partitioned check evaluations (selected checks only)."""
+    if not any(checked.values()):
+        return
+    from sunrise_assets.checks import check_evaluations
+
+    selected = context.selected_asset_check_keys
+    specs = {spec.key: spec for spec in context.assets_def.check_specs if spec.key in selected}
+    for evaluation in check_evaluations(context.instance, specs, checked):
+        context.log_event(evaluation)
 
 
 def failed_nights_of(failure_metadata: Mapping[str, Any]) -> dict[str, str]:

@@ -1,19 +1,22 @@
-"""The code location: every asset, the job, the resources."""
+"""The code location: every asset, the job, the sensors, the resources."""
 
-from __future__ import annotations
-
-from dagster import AssetSelection, Definitions, define_asset_job
+from dagster import Definitions, in_process_executor
 
 from resources.bucket import BucketResource
+from resources.cloud_run.executor import executor_from_env
 from resources.warehouse import WarehouseResource
-from sunrise_assets import settings
+from sunrise_assets import catalog, settings
+from sunrise_assets.automation import automation_sensor
 from sunrise_assets.bronze import bronze_night
 from sunrise_assets.gold import clinical_scores, epoch_features, epoch_predictions, psg_agreement
-from sunrise_assets.partitions import nights_partitions
+from sunrise_assets.jobs import nightly_pipeline
+from sunrise_assets.raw import raw_night
+from sunrise_assets.sensors import raw_bucket_sensor
 from sunrise_assets.silver import psg_labels, silver_signals
 from sunrise_assets.warehouse import epoch_features_long, night_scores, psg_epoch_labels, training_epochs
 
 ASSETS = [
+    raw_night,
     bronze_night,
     silver_signals,
     psg_labels,
@@ -27,14 +30,6 @@ ASSETS = [
     night_scores,
 ]
 
-# Raw bucket -> warehouse for the nights (partitions) of one run.
-nightly_pipeline = define_asset_job(
-    "nightly_pipeline",
-    selection=AssetSelection.all(),
-    partitions_def=nights_partitions,
-    description="All layers, bronze to warehouse, for the nights of the run (one partition or a range).",
-)
-
 
 def make_resources() -> dict[str, object]:
     return {
@@ -45,7 +40,15 @@ def make_resources() -> dict[str, object]:
 
 def build_defs() -> Definitions:
     """Definitions with resources read from the environment now (the CLI and tests switch it)."""
-    return Definitions(assets=ASSETS, jobs=[nightly_pipeline], resources=make_resources())
+    return Definitions(
+        assets=catalog.annotate(ASSETS),  # owners, storage kinds, column schemas (catalog.py)
+        jobs=[nightly_pipeline],
+        sensors=[raw_bucket_sensor, automation_sensor],
+        resources=make_resources(),
+        # Backfills and automation runs use this executor (not the job's): in-process, as the job,
+        # since a process per step costs more than the step. SUNRISE_EXECUTOR=cloud_run: Cloud Run executions.
+        executor=executor_from_env(in_process_executor),
+    )
 
 
 defs = build_defs()

@@ -10,6 +10,7 @@ from resources.warehouse import WarehouseResource
 from sunalgo import features, scores
 from sunalgo.labels import stage_names
 from sunrise_assets import layout
+from sunrise_assets.automation import follows_upstream
 from sunrise_assets.batch import per_night
 from sunrise_assets.gold import feature_matrix, psg_truth
 from sunrise_assets.io import read_json, read_parquet
@@ -20,6 +21,7 @@ WAREHOUSE = dict(
     partitions_def=nights_partitions,
     backfill_policy=nights_backfill_policy,
     code_version=sunalgo.__version__,
+    automation_condition=follows_upstream(),
 )
 AGREEMENT_COLUMNS = ("n_epochs", "accuracy", "kappa_5class", "kappa_sleep_wake", "tst_difference_min")
 SCORE_COLUMNS = (
@@ -41,7 +43,7 @@ def epoch_features_long(context: AssetExecutionContext, bucket: BucketResource, 
     def process(night: str):
         values = feature_matrix(read_parquet(bucket, layout.gold_features(night)))
         rows = warehouse.replace_night_features(night, features.FEATURE_NAMES, values)
-        return {context.asset_key: {"rows": rows}}
+        return {context.asset_key: {"dagster/row_count": rows}}
 
     yield from per_night(context, process)
 
@@ -54,7 +56,7 @@ def psg_epoch_labels(context: AssetExecutionContext, bucket: BucketResource, war
     def process(night: str):
         stages, _, _, any_event = psg_truth(bucket, night)
         rows = warehouse.replace_night_labels(night, stage_names(stages), any_event.astype(np.int8))
-        return {context.asset_key: {"rows": rows}}
+        return {context.asset_key: {"dagster/row_count": rows}}
 
     yield from per_night(context, process)
 
@@ -65,7 +67,7 @@ def training_epochs(context: AssetExecutionContext, warehouse: WarehouseResource
     ensure_schema(warehouse)
 
     def process(night: str):
-        return {context.asset_key: {"rows": warehouse.rebuild_training_epochs(night, features.FEATURE_NAMES)}}
+        return {context.asset_key: {"dagster/row_count": warehouse.rebuild_training_epochs(night, features.FEATURE_NAMES)}}
 
     yield from per_night(context, process)
 
@@ -83,6 +85,6 @@ def night_scores(context: AssetExecutionContext, bucket: BucketResource, warehou
         row.update({f"psg_{n}": clinical["psg"].get(n) for n in scores.SCORE_NAMES})
         row.update({f"agreement_{n}": agreement.get(n) for n in AGREEMENT_COLUMNS})
         warehouse.replace_night_scores(night, row)
-        return {context.asset_key: {"rows": 1}}
+        return {context.asset_key: {"dagster/row_count": 1}}
 
     yield from per_night(context, process)
