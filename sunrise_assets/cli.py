@@ -67,7 +67,7 @@ class _ReadProgress:
         return getattr(self._bucket, name)
 
 
-BucketOpt = Annotated[Optional[str], typer.Option("--bucket", help="The raw bucket: a local directory or gs://bucket[/prefix] (default: $SUNRISE_BUCKET or $SUNRISE_WORKDIR/bucket).")]
+BucketOpt = Annotated[Optional[str], typer.Option("--bucket", help="The raw bucket: a local directory or gs://BUCKET/PREFIX (default: $SUNRISE_BUCKET or $SUNRISE_WORKDIR/bucket).")]
 WorkdirOpt = Annotated[Optional[Path], typer.Option("--workdir", help="Work directory holding the bucket, the SQLite warehouse and DAGSTER_HOME (default: $SUNRISE_WORKDIR or ./.sunrise).")]
 
 
