@@ -166,6 +166,28 @@ def _hf_energy(x: np.ndarray, stride: int) -> np.ndarray:
     return hp[0] + hp[1] + hp[2]
 
 
+# An accelerometer always reads gravity: every axis at exactly 0 for this long is a stretch the device
+# filled with zeros while it was not recording (a gap), not a signal.
+MAX_ZERO_RUN_S: float = 1.0
+
+
+def _check_dropouts(acc: np.ndarray, rate_hz: float) -> None:
+    """ValueError when the (3, n) accelerometer holds a run of all-zero samples of MAX_ZERO_RUN_S or more."""
+    zero = ~(acc != 0).any(axis=0)
+    if not zero.any():
+        return
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], zero.astype(np.int8), [0]))))
+    starts, lengths = edges[::2], edges[1::2] - edges[::2]
+    gaps = lengths >= MAX_ZERO_RUN_S * rate_hz
+    if gaps.any():
+        i = int(np.argmax(lengths))
+        raise ValueError(
+            f"accelerometer reads exactly 0 on every axis for {lengths[i] / rate_hz:.1f} s from {starts[i] / rate_hz:.1f} s "
+            f"after the start ({int(gaps.sum())} such gap(s), {lengths[gaps].sum() / rate_hz:.1f} s in all): the sensor "
+            "stopped recording and the gap was filled with zeros"
+        )
+
+
 def _check_gravity(acc: np.ndarray) -> None:
     sub = acc[:, :: max(1, acc.shape[1] // 30_000)]  # ~30k samples are plenty for a median
     gravity = float(np.median(np.sqrt((sub * sub).sum(axis=0))))
@@ -344,6 +366,7 @@ def preprocess_arrays(
     acc_cf = _channels_first("accelerometer", acc[:n])
     gyro_cf = _channels_first("gyroscope", gyro[:n])
     _check_gravity(acc_cf)
+    _check_dropouts(acc_cf, rate)
     stride = max(1, round(rate / 10.0))
     gyro_hf = _hf_energy(gyro_cf, stride)  # movement energy, also picks the quiet seconds for the bias
     gyro_cf -= _gyro_bias(gyro_cf, rate, gyro_hf)[:, None]

@@ -69,9 +69,23 @@ class Recording:
         return self.start_time + timedelta(seconds=self.duration_s)
 
 
+# Any sensor rate outside this range is a corrupt header, not a device setting.
+SAMPLE_RATE_RANGE_HZ: tuple[float, float] = (0.1, 10_000.0)
+# Both sensors start together; more than this difference in length means one lost samples (a gap),
+# and every sample after the gap would be misaligned with the other sensor.
+MAX_SENSOR_LENGTH_MISMATCH_S: float = 1.0
+
+
+def check_sample_rate(name: str, rate: float) -> float:
+    """A sensor's nominal rate, or RecordingError when it is not a finite rate in SAMPLE_RATE_RANGE_HZ."""
+    lo, hi = SAMPLE_RATE_RANGE_HZ
+    if not (np.isfinite(rate) and lo <= rate <= hi):
+        raise RecordingError(f"{name}: sample rate must be a finite {lo:g}-{hi:g} Hz, got {rate!r}")
+    return float(rate)
+
+
 def _sensor(block: pb.SensorBlock, name: str) -> SensorData:
-    if not (block.sample_rate_hz > 0 and np.isfinite(block.sample_rate_hz)):
-        raise RecordingError(f"{name}: sample rate must be positive, got {block.sample_rate_hz!r}")
+    check_sample_rate(name, block.sample_rate_hz)
     if not (block.scale > 0 and np.isfinite(block.scale)):
         raise RecordingError(f"{name}: scale must be positive, got {block.scale!r}")
     raw = block.samples
@@ -99,8 +113,71 @@ def decode_message(data: bytes) -> pb.Recording:
     try:
         message.ParseFromString(data)
     except DecodeError as exc:
-        raise RecordingError(f"not a Sunrise protobuf recording ({exc})") from exc
+        why = wire_problem(data, pb.Recording.DESCRIPTOR) or str(exc)
+        raise RecordingError(f"not a Sunrise protobuf recording: {why}") from exc
     return message
+
+
+def _varint(data: bytes, i: int) -> tuple[int | None, int]:
+    value, shift = 0, 0
+    while i < len(data) and shift < 64:
+        byte = data[i]
+        i += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, i
+        shift += 7
+    return (None if i >= len(data) else -1), i  # None: cut off by the end; -1: over-long (corrupt)
+
+
+def wire_problem(data: bytes, descriptor, where: str = "") -> str | None:
+    """Why protobuf bytes do not decode as ``descriptor`` (the parser only says that they do not):
+    a field cut off by the end of the file, a text field that is not UTF-8, a corrupt field key.
+    None when the wire structure looks sound. Names fields, never echoes their content."""
+    fields = {f.number: f for f in descriptor.fields}
+    i = 0
+    while i < len(data):
+        at = i
+        key, i = _varint(data, i)
+        if key is None:
+            return f"truncated: a field key at byte {at} runs past the end of the data (a cut-off upload?)"
+        if key < 0:
+            return f"corrupt data: invalid field key at byte {at}"
+        number, wire_type = key >> 3, key & 7
+        field = fields.get(number)
+        name = f"{where}{field.name}" if field is not None else f"{where}#{number}"
+        if number == 0 or wire_type in (3, 4, 6, 7):
+            return f"corrupt data: invalid field key {key} at byte {at}"
+        if wire_type == 0:
+            value, i = _varint(data, i)
+            if value is None:
+                return f"truncated: field {name} runs past the end of the data (a cut-off upload?)"
+            if value < 0:
+                return f"corrupt data: invalid value of field {name} at byte {at}"
+            continue
+        size = {1: 8, 5: 4}.get(wire_type)
+        if size is None:  # length-delimited
+            size, i = _varint(data, i)
+            if size is None:
+                return f"truncated: the length of field {name} runs past the end of the data (a cut-off upload?)"
+            if size < 0:
+                return f"corrupt data: invalid length of field {name} at byte {at}"
+        if i + size > len(data):
+            return (f"truncated: field {name} announces {size} bytes but {len(data) - i} remain "
+                    "(a cut-off upload?)")
+        payload, i = data[i : i + size], i + size
+        if field is None or wire_type != 2:
+            continue
+        if field.type == field.TYPE_STRING:
+            try:
+                payload.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return f"field {name} is not UTF-8 text (byte {payload[exc.start]:#04x} at offset {exc.start})"
+        elif field.type == field.TYPE_MESSAGE:
+            inner = wire_problem(payload, field.message_type, f"{name}.")
+            if inner:
+                return inner
+    return None
 
 
 def parse_recording(data: bytes) -> Recording:
@@ -111,7 +188,7 @@ def parse_recording(data: bytes) -> Recording:
     if not message.HasField("accelerometer") or not message.HasField("gyroscope"):
         raise RecordingError("recording lacks the accelerometer or the gyroscope block")
     p = message.patient
-    return Recording(
+    recording = Recording(
         recording_id=message.recording_id,
         device_serial=message.device_serial,
         firmware=message.firmware,
@@ -120,6 +197,13 @@ def parse_recording(data: bytes) -> Recording:
         gyroscope=_sensor(message.gyroscope, "gyroscope"),
         patient=PatientInfo(p.name, p.birth_date, p.patient_ref, p.site, p.note),
     )
+    acc_s, gyro_s = recording.accelerometer.duration_s, recording.gyroscope.duration_s
+    if abs(acc_s - gyro_s) > MAX_SENSOR_LENGTH_MISMATCH_S:
+        raise RecordingError(
+            f"accelerometer holds {acc_s:.1f} s of samples but gyroscope {gyro_s:.1f} s: a wrong sample rate, or one "
+            "sensor lost samples (a gap); the two can no longer be aligned"
+        )
+    return recording
 
 
 def encode_recording(

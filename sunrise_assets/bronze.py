@@ -163,7 +163,7 @@ def bronze_night(context: AssetExecutionContext, bucket: BucketResource):
         except Exception as exc:  # noqa: BLE001 - any failure on raw bytes: a log-safe message, no traceback
             raise NightError(night, RAW_PSG, raw_problem(exc, RAW_PSG, raw_identifiers(bucket, source))) from exc
         try:
-            labels = validate_labels(read_labels(scoring, source=role, stage_coding=coding, start=clock), role)
+            labels = validate_labels(read_labels(scoring, source=role, stage_coding=coding, start=clock), role, psg_recording_s=edf_duration)
             canonical = shifted_labels(labels, clock, shifted_start)
         except Exception as exc:  # noqa: BLE001 - as above
             raise NightError(night, role, raw_problem(exc, role, raw_identifiers(bucket, source))) from exc

@@ -29,7 +29,7 @@ from typing import Protocol
 
 from sunalgo.recording import RecordingError, check_sample_rate, decode_message, parse_start_time
 from sunrise_assets.psg_edf import PsgFormatError, read_edf_start_and_duration
-from sunrise_assets.validation import MAX_PSG_BYTES, MAX_RECORDING_BYTES
+from sunrise_assets.validation import MAX_PSG_BYTES, MAX_RECORDING_BYTES, MAX_SCORING_BYTES
 
 MIN_OVERLAP_S = 3600.0
 MIN_OVERLAP_FRACTION = 0.5
@@ -265,6 +265,9 @@ def _study_ref(
     scoring = sorted(n for n in names if n.lower().endswith(SCORING_SUFFIXES) and n not in (DETAILS_NAME, CODING_NAME))
     if len(scoring) > 1:
         raise PsgFormatError(f"several scoring files in the study folder: {', '.join(scoring)}")
+    if scoring and getattr(names[scoring[0]], "size", 0) > MAX_SCORING_BYTES:  # refused from the listing, never read
+        raise PsgFormatError(f"{names[scoring[0]].path}: {names[scoring[0]].size} bytes, more than any scoring export "
+                             f"({MAX_SCORING_BYTES >> 20} MiB): refused")
     coding = names.get(CODING_NAME)
     return StudyRef(
         dir=study_dir,

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import datetime, timezone
 
 import numpy as np
 import pytest
 
 from sunalgo import preprocess as pp
-from sunalgo.recording import encode_recording, parse_recording
+from sunalgo.recording import decode_message, encode_recording, parse_recording
 
 RATE = 10.0
 SPE = pp.SAMPLES_PER_EPOCH
@@ -219,10 +218,11 @@ def test_gyroscope_at_another_rate_is_put_on_the_accelerometer_clock():
             acc_counts=np.round(acc * 8192), gyro_counts=np.round(gyro_counts * 64), sample_rate_hz=10.0,
             acc_scale=1 / 8192, gyro_scale=1 / 64, patient=None,
         )
-        r = parse_recording(data)
-        if gyro_rate != 10.0:  # the encoder writes one rate for both blocks: relabel the gyro block
-            r = replace(r, gyroscope=replace(r.gyroscope, sample_rate_hz=gyro_rate))
-        return r
+        # The encoder writes one rate for both blocks: relabel the gyro block before parsing (a 10-Hz
+        # label on 20-Hz samples is a recording whose sensors disagree in length, which is refused).
+        message = decode_message(data)
+        message.gyroscope.sample_rate_hz = gyro_rate
+        return parse_recording(message.SerializeToString())
 
     same = pp.preprocess(rec(gyro, 10.0), 0.0, 28)
     mixed = pp.preprocess(rec(gyro20, 20.0), 0.0, 28)

@@ -191,7 +191,7 @@ def expand_runs(onsets: np.ndarray, durations: np.ndarray, codes: np.ndarray, ep
     codes = np.asarray(codes, dtype=np.int8)
     ends = (onsets + np.where(np.isnan(durations), 0.0, durations)) / epoch_s
     reach = max(float(np.abs(ends).max(initial=0.0)), float(np.abs(onsets).max(initial=0.0)) / epoch_s, float(n_epochs or 0))
-    if not np.isfinite(ends).all() or reach * epoch_s > MAX_STUDY_S:
+    if not np.isfinite(ends).all() or reach * max(epoch_s, 1.0) > MAX_STUDY_S:  # at most a week of >= 1-s epochs
         # A corrupt onset or duration (1e12 s, inf) would otherwise allocate gigabytes or wrap around.
         raise PsgFormatError(f"{name}: sleep stages reach beyond {MAX_STUDY_S / 3600:.0f} h from the study start "
                              "(a corrupt stage onset, duration or recording length)")

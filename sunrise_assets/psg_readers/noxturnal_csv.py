@@ -53,11 +53,11 @@ _EPOCH0 = datetime(2000, 1, 1)
 def decode_text(data: bytes) -> str:
     """Text of a CSV/TXT export: BOM first (UTF-16/UTF-8), then UTF-8, then Windows-1252."""
     if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
-        return data.decode("utf-16")
+        return data.decode("utf-16", errors="replace")  # an odd byte count must not crash
     if data[:3] == b"\xef\xbb\xbf":
         return data[3:].decode("utf-8")
     if len(data) >= 4 and data[1:4:2] == b"\x00\x00" and data[0:4:2] != b"\x00\x00":
-        return data.decode("utf-16-le")  # UTF-16 LE without a BOM
+        return data.decode("utf-16-le", errors="replace")  # UTF-16 LE without a BOM
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:

@@ -81,8 +81,8 @@ def read_nsrr_xml(data: bytes, *, source: str = "", start: datetime | None = Non
         raise PsgFormatError(f"{name}: XML root <{xml_common.local(root.tag)}> is not <{ROOT}>")
     fields = xml_common.child_texts(root)
     epoch_s = xml_common.number(fields.get("EpochLength") or "30", name, "EpochLength")
-    if not epoch_s > 0:
-        raise PsgFormatError(f"{name}: EpochLength {epoch_s} is not positive")
+    if not 1.0 <= epoch_s <= 300.0:  # 1e-300 or 1e300 would give absurd epoch counts
+        raise PsgFormatError(f"{name}: EpochLength {epoch_s:g} s is not a scoring epoch length (1 to 300 s)")
 
     clock, recording_s = None, None
     skipped: Counter[str] = Counter()

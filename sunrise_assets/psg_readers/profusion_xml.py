@@ -43,8 +43,8 @@ def read_profusion_xml(data: bytes, *, source: str = "", start: datetime | None 
         raise PsgFormatError(f"{name}: XML root <{xml_common.local(root.tag)}> is not <{ROOT}>")
     fields = xml_common.child_texts(root)
     epoch_s = xml_common.number(fields.get("EpochLength"), name, "EpochLength")
-    if not epoch_s > 0:
-        raise PsgFormatError(f"{name}: EpochLength {epoch_s} is not positive")
+    if not 1.0 <= epoch_s <= 300.0:  # 1e-300 or 1e300 would give absurd epoch counts
+        raise PsgFormatError(f"{name}: EpochLength {epoch_s:g} s is not a scoring epoch length (1 to 300 s)")
 
     raw = [(s.text or "").strip() for block in _children(root, "SleepStages") for s in block if xml_common.local(s.tag) == "SleepStage"]
     lookup = {str(k): v for k, v in STAGE_CODES.items()}
