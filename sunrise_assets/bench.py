@@ -705,7 +705,7 @@ def measure_platform(run: RunDir, n_cores: int, on_nights: Callable[[int], None]
         figures = sampler.figures(len(nights))
         wall = last_end - started
         figures.update({
-            "method": (f"asset backfill (PartitionBackfill) of every night on a SQLite DagsterInstance, executed by "
+            "method": (f"asset backfill (PartitionBackfill) of every night, {type(instance.event_log_storage).__name__}, executed by "
                        f"dagster-daemon: QueuedRunCoordinator max_concurrent_runs={n_cores}, DefaultRunLauncher "
                        f"(a process per run), BackfillPolicy.multi_run({NIGHTS_PER_RUN}), in-process executor; "
                        f"sensors stopped. wall_s = daemon start -> last run end"),
