@@ -3,7 +3,8 @@
 Per night: epoch-by-epoch accuracy, Cohen's kappa (5 classes, 4 classes W/light/deep/REM, sleep/wake),
 sleep sensitivity and wake specificity (:func:`epoch_agreement`), and the bias of the clinical scores
 (:func:`score_bias`). Across nights: Bland-Altman bias and 95 % limits of agreement
-(:func:`bland_altman`, :func:`validation_summary`). Checked against yasa's ``EpochByEpochAgreement``
+(:func:`bland_altman`, :func:`validation_summary`), and epoch agreement pooled over the nights' summed
+confusion matrices (:func:`agreement_from_confusion`). Checked against yasa's ``EpochByEpochAgreement``
 and ``SleepStatsAgreement`` (parametric bias and LoA) on the SRI sample of ../shared/data/real.
 """
 
@@ -70,7 +71,18 @@ def epoch_agreement(reference: np.ndarray, predicted: np.ndarray) -> dict[str, f
     ``wake_specificity`` (share of reference wake epochs predicted as wake). Each is None when no epoch
     is compared, the reference has no epoch of the class, or kappa is undefined.
     """
-    cm = confusion_matrix(reference, predicted)
+    return agreement_from_confusion(confusion_matrix(reference, predicted))
+
+
+def agreement_from_confusion(cm: np.ndarray) -> dict[str, float | None]:
+    """:func:`epoch_agreement` from a (5, 5) confusion matrix (rows reference, columns predicted).
+
+    Confusion matrices add up over nights, so the sum of the nights' matrices gives the agreement
+    pooled over all their epochs without keeping any hypnogram.
+    """
+    cm = np.asarray(cm, dtype=np.int64)
+    if cm.shape != (N_STAGES, N_STAGES) or (cm < 0).any():
+        raise ValueError(f"a confusion matrix is ({N_STAGES}, {N_STAGES}) non-negative counts, got shape {cm.shape}")
     n = int(cm.sum())
     cm_sw = collapse(cm, SLEEP_WAKE)  # [[W->W, W->sleep], [sleep->W, sleep->sleep]]
     wake_ref, sleep_ref = cm_sw.sum(axis=1)

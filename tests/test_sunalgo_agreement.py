@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sunalgo.agreement import confusion_matrix, epoch_agreement
+from sunalgo.agreement import agreement_from_confusion, confusion_matrix, epoch_agreement
 
 
 def kappa_by_hand(ref, pred, classes):
@@ -67,3 +67,19 @@ def test_bad_inputs_raise():
         epoch_agreement(np.array([0, 1]), np.array([0]))
     with pytest.raises(ValueError):
         confusion_matrix(np.array([0, 7]), np.array([0, 1]))
+
+
+def test_summed_confusion_matrices_pool_the_nights_epochs():
+    """Pooling over nights from their matrices equals the agreement of the concatenated hypnograms."""
+    rng = np.random.default_rng(5)
+    nights = []
+    for n in (300, 820, 57):
+        ref = rng.integers(-1, 5, n)
+        nights.append((ref, np.where(rng.random(n) < 0.6, ref, rng.integers(-1, 5, n))))
+    pooled = agreement_from_confusion(sum(confusion_matrix(r, p) for r, p in nights))
+    assert pooled == epoch_agreement(np.concatenate([r for r, _ in nights]), np.concatenate([p for _, p in nights]))
+    assert agreement_from_confusion(np.zeros((5, 5), dtype=int))["accuracy"] is None
+    with pytest.raises(ValueError):
+        agreement_from_confusion(np.ones((4, 4)))
+    with pytest.raises(ValueError):
+        agreement_from_confusion(-np.ones((5, 5)))
