@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from dagster import AssetCheckKey, AssetExecutionContext, AssetKey, AssetMaterialization, Failure, MaterializeResult, MetadataValue, Output
+from dagster import AssetCheckEvaluation, AssetCheckKey, AssetExecutionContext, AssetKey, AssetMaterialization, Failure, MaterializeResult, MetadataValue, Output
 
 from sunrise_assets.anonymise import validate_night_key
 
@@ -119,8 +119,31 @@ def _log_checks(context: AssetExecutionContext, checked: Mapping[str, Mapping[As
 
     selected = context.selected_asset_check_keys
     specs = {spec.key: spec for spec in context.assets_def.check_specs if spec.key in selected}
-    for evaluation in check_evaluations(context.instance, specs, checked):
-        context.log_event(evaluation)
+    _log_evaluations_as_one_batch(context, check_evaluations(context.instance, specs, checked))
+
+
+def _log_evaluations_as_one_batch(context: AssetExecutionContext, evaluations: list[AssetCheckEvaluation]) -> None:
+    """What ``context.log_event(evaluation)`` does, with Dagster's batch marker on the events: the
+    instance's event log then stores a step's evaluations in one transaction instead of ~15 ms each
+    (sunrise_assets/event_log.py; DAGSTER_EVENT_BATCH_SIZE). Dagster has no public call for this."""
+    from dagster._core.events import DagsterEvent, DagsterEventBatchMetadata, DagsterEventType, generate_event_batch_id
+
+    from sunrise_assets.event_log import BatchedSqliteEventLogStorage
+
+    if not isinstance(context.instance.event_log_storage, BatchedSqliteEventLogStorage):
+        for evaluation in evaluations:  # other storages write batches of asset events only
+            context.log_event(evaluation)
+        return
+    step_context = context.get_step_execution_context()
+    batch_id = generate_event_batch_id()
+    for i, evaluation in enumerate(evaluations):
+        event = DagsterEvent.from_step(  # logs the event
+            DagsterEventType.ASSET_CHECK_EVALUATION, step_context, evaluation,
+            message=f"Asset check '{evaluation.check_name}' on '{evaluation.asset_key.to_user_string()}' "
+                    + ("passed." if evaluation.passed else "did not pass."),
+            batch_metadata=DagsterEventBatchMetadata(batch_id, i == len(evaluations) - 1),
+        )
+        context.op_execution_context._events.append(event)  # as log_event: the step's event stream lists it
 
 
 def failed_nights_of(failure_metadata: Mapping[str, Any]) -> dict[str, str]:
