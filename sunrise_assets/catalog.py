@@ -88,7 +88,11 @@ _AGREEMENT_HELP = {
     "accuracy": "share of those epochs with the same stage",
     "kappa_5class": f"Cohen's kappa over {_STAGE_LIST}",
     "kappa_sleep_wake": "Cohen's kappa, wake vs sleep",
-    "tst_difference_min": "sunalgo TST minus PSG TST (min)",
+    "tst_difference_min": "sunalgo TST minus PSG TST (min); same as tst_bias_min",
+    "tst_bias_min": "bias: sunalgo TST minus PSG TST (min); NULL without PSG staging",
+    "se_bias_pct": "bias: sunalgo sleep efficiency minus PSG's (percentage points)",
+    "sol_bias_min": "bias: sunalgo sleep onset latency minus PSG's (min); NULL when either has no sleep",
+    "waso_bias_min": "bias: sunalgo WASO minus PSG's (min); NULL when either has no sleep",
 }
 
 

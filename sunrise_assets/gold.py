@@ -137,19 +137,28 @@ def clinical_scores(context: AssetExecutionContext, bucket: BucketResource):
 KEY_SCORES = ("total_sleep_time_min", "sleep_efficiency_pct", "ahi")
 
 
-@asset(deps=["epoch_predictions", "psg_hypnogram", "psg_respiratory_events", "clinical_scores"], kinds={"json", "sunalgo", "matplotlib"}, **GOLD,
-       description="How well sunalgo agrees with the PSG for the night: epoch-by-epoch accuracy, Cohen's kappa (5 stages, sleep/wake) and the TST difference. Each night's materialization shows the picture: the PSG hypnogram above sunalgo's, respiratory events marked, with the key scores of both.")
+# psg_agreement's document gained the score biases and the confusion matrix without any change to
+# sunalgo: its own suffix makes exactly it (and what follows it) stale.
+AGREEMENT_CODE_VERSION = f"{sunalgo.__version__}+agreement.2"
+
+
+@asset(deps=["epoch_predictions", "psg_hypnogram", "psg_respiratory_events", "clinical_scores"], kinds={"json", "sunalgo", "matplotlib"},
+       **(GOLD | {"code_version": AGREEMENT_CODE_VERSION}),
+       description="How well sunalgo agrees with the PSG for the night: epoch-by-epoch accuracy, Cohen's kappa (5 stages, 4 classes, sleep/wake), sleep sensitivity and wake specificity, the confusion matrix, and the bias (sunalgo minus PSG) of TST, SE, SOL and WASO from the night's clinical scores. Each night's materialization shows the picture: the PSG hypnogram above sunalgo's, respiratory events marked, with the key scores of both.")
 def psg_agreement(context: AssetExecutionContext, bucket: BucketResource):
     def process(night: str):
         psg_stages = read_parquet(bucket, layout.silver_hypnogram(night)).column("stage_code").to_numpy().astype(np.int8)
         stage, resp_event, _ = load_predictions(bucket, night)
-        result = dict(agreement.epoch_agreement(psg_stages, stage))
-        tst = [scores.clinical_scores(s, respiratory_events=None)["total_sleep_time_min"] for s in (stage, psg_stages)]
-        result["tst_difference_min"] = None if None in tst else tst[0] - tst[1]
-        write_json(bucket, layout.gold_agreement(night), {"night": night, **result})
+        # Both sides' scores as clinical_scores wrote them: read, never recomputed.
+        clinical = read_json(bucket, layout.gold_scores(night))
+        cm = agreement.confusion_matrix(psg_stages, stage)
+        result = {**agreement.agreement_from_confusion(cm), **agreement.score_bias(clinical["psg"], clinical["sunalgo"])}
+        result["tst_difference_min"] = result["tst_bias_min"]  # the older name, kept for night_scores and the UI
+        # The matrix (rows PSG, columns sunalgo) lets validation_summary pool epochs over nights.
+        write_json(bucket, layout.gold_agreement(night), {"night": night, **result, "confusion_matrix": cm.tolist()})
         picture = night_picture_metadata(  # the hypnograms, events marked, and the key scores (UI only)
             psg_stages, stage, read_parquet(bucket, layout.silver_respiratory_events(night)).to_pandas(), resp_event,
-            read_json(bucket, layout.gold_scores(night)), result)
+            clinical, result)
         return {context.asset_key: {**picture, **{k: round(float(v), 3) for k, v in result.items() if v is not None}}}
 
     yield from per_night(context, process)

@@ -8,6 +8,7 @@ import sunalgo
 from resources.bucket import BucketResource
 from resources.warehouse import WarehouseResource
 from sunalgo import features, scores
+from sunalgo.agreement import BIAS_SCORES
 from sunalgo.labels import stage_names
 from sunrise_assets import layout
 from sunrise_assets.automation import follows_upstream
@@ -23,7 +24,7 @@ WAREHOUSE = dict(
     code_version=sunalgo.__version__,
     automation_condition=follows_upstream(),
 )
-AGREEMENT_COLUMNS = ("n_epochs", "accuracy", "kappa_5class", "kappa_sleep_wake", "tst_difference_min")
+AGREEMENT_COLUMNS = ("n_epochs", "accuracy", "kappa_5class", "kappa_sleep_wake", "tst_difference_min", *BIAS_SCORES)
 SCORE_COLUMNS = (
     *(f"sunalgo_{n}" for n in scores.SCORE_NAMES),
     *(f"psg_{n}" for n in scores.SCORE_NAMES),
@@ -73,7 +74,7 @@ def training_epochs(context: AssetExecutionContext, warehouse: WarehouseResource
 
 
 @asset(deps=["clinical_scores", "psg_agreement"], kinds={"sql"}, **WAREHOUSE,
-       description="Table night_scores: one row per night, sunalgo's clinical scores beside the PSG's, and the agreement between them.")
+       description="Table night_scores: one row per night, sunalgo's clinical scores beside the PSG's, and the agreement between them (accuracy, kappa, and the bias of TST, SE, SOL and WASO).")
 def night_scores(context: AssetExecutionContext, bucket: BucketResource, warehouse: WarehouseResource):
     ensure_schema(warehouse)
 
