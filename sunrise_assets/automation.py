@@ -34,10 +34,31 @@ def on_new_code_version() -> AutomationCondition:
     ).with_label("new code version")
 
 
+def follows_every_night() -> AutomationCondition:
+    """For an unpartitioned asset that reads every night of its partitioned deps (validation_summary).
+
+    Any night of a dep updated (or the asset's code version changed) since it last ran, once no
+    night of a dep is in progress (a run, or a backfill: a backfill of thousands of nights triggers
+    it once, at its end) nor requested on this tick, and it is not running itself. Unlike
+    `follows_upstream` a missing dep does not hold it back: some night always is (a new one not yet
+    processed, a bad one), and the summary skips and counts those.
+    """
+    return (
+        (
+            AutomationCondition.any_deps_updated()
+            | AutomationCondition.code_version_changed()
+        ).since_last_handled()
+        # a dep requested now runs in its own run (other partitions): follow it, do not race it
+        & ~AutomationCondition.any_deps_match(AutomationCondition.will_be_requested())
+        & ~AutomationCondition.any_deps_in_progress()
+        & ~AutomationCondition.in_progress()
+    ).with_label("after every night's update has settled")
+
+
 automation_sensor = AutomationConditionSensorDefinition(
     "sunrise_automation",
-    target=AssetSelection.groups("bronze", "silver", "gold", "warehouse"),
+    target=AssetSelection.groups("bronze", "silver", "gold", "warehouse", "validation"),
     default_status=DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=int(os.environ.get("SUNRISE_AUTOMATION_INTERVAL_S", "30")),
-    description="Evaluates the automation conditions of every layer: bronze -> warehouse follow by themselves.",
+    description="Evaluates the automation conditions of every layer: bronze -> warehouse follow by themselves, and the cross-night validation summary after them.",
 )

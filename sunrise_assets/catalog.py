@@ -41,9 +41,9 @@ def warehouse_kind() -> str:
 
 
 def storage_kinds() -> dict[str, str]:
-    """Storage kind per asset group (raw and the file layers live in the bucket)."""
+    """Storage kind per asset group (raw, the file layers and the validation summary live in the bucket)."""
     bucket = bucket_kind()
-    return {"raw": bucket, "bronze": bucket, "silver": bucket, "gold": bucket, "warehouse": warehouse_kind()}
+    return {"raw": bucket, "bronze": bucket, "silver": bucket, "gold": bucket, "warehouse": warehouse_kind(), "validation": bucket}
 
 
 # --- column schemas ---------------------------------------------------------------------------

@@ -9,10 +9,11 @@ from sunrise_assets import catalog, settings
 from sunrise_assets.automation import automation_sensor
 from sunrise_assets.bronze import bronze_night
 from sunrise_assets.gold import clinical_scores, epoch_features, epoch_predictions, psg_agreement
-from sunrise_assets.jobs import nightly_pipeline
+from sunrise_assets.jobs import nightly_pipeline, validation_job
 from sunrise_assets.raw import raw_night
 from sunrise_assets.sensors import raw_bucket_sensor
 from sunrise_assets.silver import psg_labels, silver_signals
+from sunrise_assets.summary import validation_summary
 from sunrise_assets.warehouse import epoch_features_long, night_scores, psg_epoch_labels, training_epochs
 
 ASSETS = [
@@ -28,6 +29,7 @@ ASSETS = [
     psg_epoch_labels,
     training_epochs,
     night_scores,
+    validation_summary,
 ]
 
 
@@ -42,7 +44,7 @@ def build_defs() -> Definitions:
     """Definitions with resources read from the environment now (the CLI and tests switch it)."""
     return Definitions(
         assets=catalog.annotate(ASSETS),  # owners, storage kinds, column schemas (catalog.py)
-        jobs=[nightly_pipeline],
+        jobs=[nightly_pipeline, validation_job],
         sensors=[raw_bucket_sensor, automation_sensor],
         resources=make_resources(),
         # Backfills and automation runs use this executor (not the job's): in-process, as the job,

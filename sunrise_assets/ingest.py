@@ -7,11 +7,12 @@ from dataclasses import dataclass, field
 
 from dagster import AssetKey, AssetSelection, DagsterInstance
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+from dagster._utils.error import SerializableErrorInfo
 
 from resources.bucket import BucketResource
 from sunrise_assets.anonymise import Pseudonymizer, load_key
 from sunrise_assets.batch import failed_nights_of
-from sunrise_assets.jobs import LAYERS
+from sunrise_assets.jobs import LAYERS, VALIDATION, validation_job
 from sunrise_assets.nights import contiguous_batches, reconcile, register
 from sunrise_assets.pairing import ScanResult, scan_bucket
 from sunrise_assets.partitions import NIGHTS_PER_RUN, nights_partitions
@@ -28,7 +29,9 @@ class IngestReport:
     materialized: list[str] = field(default_factory=list)
     up_to_date: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
-    run_ids: list[str] = field(default_factory=list)
+    run_ids: list[str] = field(default_factory=list)  # every run, the validation summary's included
+    summary_run_id: str | None = None
+    summary_error: str | None = None
 
 
 def done_nights(instance: DagsterInstance) -> set[str]:
@@ -57,13 +60,37 @@ def run_batch(
         elif event.is_step_failure and event.step_failure_data.user_failure_data is not None:
             failed.update(failed_nights_of(event.step_failure_data.user_failure_data.metadata))
         elif event.is_step_failure:
-            error = event.step_failure_data.error
-            while error.cause is not None:  # Dagster wraps the asset's own error: report that one
-                error = error.cause
+            message = _root_message(event.step_failure_data.error)
             for night in nights:
-                failed.setdefault(night, f"night {night}: step {event.step_key} failed: {error.message.strip()}")
+                failed.setdefault(night, f"night {night}: step {event.step_key} failed: {message}")
     completed = {night for night, count in finals.items() if count == len(FINAL_ASSETS)}
     return result.run_id, completed, failed
+
+
+def validation_keys() -> list[AssetKey]:
+    """The cross-night assets (unpartitioned: never part of a per-night run)."""
+    from sunrise_assets.definitions import build_defs
+
+    return sorted(AssetSelection.groups(VALIDATION).resolve(build_defs().resolve_asset_graph()), key=lambda k: k.to_user_string())
+
+
+def _root_message(error: SerializableErrorInfo) -> str:
+    while error.cause is not None:  # Dagster wraps the asset's own error: report that one
+        error = error.cause
+    return error.message.strip()
+
+
+def run_validation(instance: DagsterInstance, asset_selection: Sequence[AssetKey] | None = None) -> tuple[str, str | None]:
+    """One run of the cross-night assets (validation_summary) over every night: (run id, error or None)."""
+    from sunrise_assets.definitions import build_defs
+
+    job = build_defs().resolve_job_def(validation_job.name)
+    result = job.execute_in_process(instance=instance, raise_on_error=False, asset_selection=asset_selection)
+    if result.success:
+        return result.run_id, None
+    errors = [f"step {e.step_key} failed: {_root_message(e.step_failure_data.error)}"
+              for e in result.all_events if e.is_step_failure and e.step_failure_data.error is not None]
+    return result.run_id, "; ".join(errors) or "the run failed"
 
 
 def ingest(
@@ -100,4 +127,9 @@ def ingest(
                 on_nights_done(len(batch))
     for night in sorted(todo - set(report.failed)):
         report.failed[night] = f"night {night}: not materialized (a step upstream was skipped)"
+    # Once at the end, not per batch: the summary reads every night. Also when nothing was to do
+    # but it was never made (a platform upgraded to it).
+    if report.run_ids or (already and not all(instance.get_latest_materialization_event(k) for k in validation_keys())):
+        report.summary_run_id, report.summary_error = run_validation(instance)
+        report.run_ids.append(report.summary_run_id)
     return report

@@ -61,4 +61,12 @@ def gold_agreement(night: str) -> str:
     return _layer("gold", night, "psg_agreement.json")
 
 
+GOLD_PREFIX = "gold/"
+
+
+def gold_validation_summary() -> str:
+    """Across nights, so beside the nights' folders rather than in one (a night key never ends in .json)."""
+    return f"{GOLD_PREFIX}validation_summary.json"
+
+
 LAYERS = ("bronze", "silver", "gold")

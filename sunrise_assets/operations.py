@@ -11,19 +11,19 @@ from resources.bucket import BucketResource
 from resources.warehouse import WarehouseResource
 from sunrise_assets import layout
 from sunrise_assets.anonymise import validate_night_key
-from sunrise_assets.jobs import LAYERS
+from sunrise_assets.jobs import LAYERS, VALIDATION
 from sunrise_assets.nights import contiguous_batches, load_source
 from sunrise_assets.partitions import NIGHTS_PER_RUN, nights_partitions
 
 
 def layer_and_downstream(layer: str) -> list[AssetKey]:
-    """Asset keys of ``layer`` and of every asset downstream of it."""
+    """Asset keys of ``layer`` and of every asset downstream of it (the cross-night summary included)."""
     from sunrise_assets.definitions import build_defs
 
     if layer not in LAYERS:
         raise ValueError(f"unknown layer {layer!r}; one of {', '.join(LAYERS)}")
     graph = build_defs().resolve_asset_graph()
-    selection = AssetSelection.groups(layer).downstream() & AssetSelection.groups(*LAYERS)
+    selection = AssetSelection.groups(layer).downstream() & AssetSelection.groups(*LAYERS, VALIDATION)
     return sorted(selection.resolve(graph), key=lambda k: k.to_user_string())
 
 
@@ -33,6 +33,7 @@ class RefreshReport:
     nights: list[str]
     run_ids: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    summary_error: str | None = None
 
 
 def refresh(
@@ -44,8 +45,9 @@ def refresh(
     on_batch: Callable[[int], None] | None = None,
 ) -> RefreshReport:
     """Re-materialize ``layer`` and everything downstream for the chosen nights (default: all),
-    in runs of up to ``batch_size`` nights over contiguous partition ranges."""
-    from sunrise_assets.ingest import run_batch
+    in runs of up to ``batch_size`` nights over contiguous partition ranges; then, once, the
+    cross-night assets downstream of it (they read every night, so they are never in a batch)."""
+    from sunrise_assets.ingest import run_batch, run_validation, validation_keys
 
     ordered = instance.get_dynamic_partitions(nights_partitions.name)
     chosen = set(ordered) if not nights else {validate_night_key(n) for n in nights}
@@ -53,12 +55,18 @@ def refresh(
     if unknown:
         raise ValueError(f"not registered nights: {', '.join(sorted(unknown))}")
     report = RefreshReport(assets=layer_and_downstream(layer), nights=[n for n in ordered if n in chosen])
+    cross_night = set(validation_keys())
+    per_night = [k for k in report.assets if k not in cross_night]
     for batch in contiguous_batches(ordered, chosen, batch_size):
-        run_id, _, failed = run_batch(instance, batch, asset_selection=report.assets)
+        run_id, _, failed = run_batch(instance, batch, asset_selection=per_night)
         report.run_ids.append(run_id)
         report.failed.update(failed)
         if on_batch:
             on_batch(len(batch))
+    summary = [k for k in report.assets if k in cross_night]
+    if summary and report.run_ids:
+        run_id, report.summary_error = run_validation(instance, summary)
+        report.run_ids.append(run_id)
     return report
 
 

@@ -30,22 +30,38 @@ def ingested3(tmp_path, monkeypatch):
 
 
 def _count(instance, key, night):
-    return len(instance.fetch_materializations(AssetRecordsFilter(asset_key=AssetKey(key), asset_partitions=[night]), limit=100).records)
+    partitions = None if night is None else [night]
+    return len(instance.fetch_materializations(AssetRecordsFilter(asset_key=AssetKey(key), asset_partitions=partitions), limit=100).records)
 
 
 def test_refresh_from_gold_reruns_gold_and_warehouse_only(ingested3):
     from sunrise_assets.operations import refresh
 
     work, bucket, instance, nights = ingested3
+    summary_before = _count(instance, "validation_summary", None)
     report = refresh(instance, "gold", [nights[1]])
-    assert not report.failed and len(report.run_ids) == 1
+    # One run for the night's batch, then one for the cross-night summary (never inside a per-night run).
+    assert not report.failed and report.summary_error is None and len(report.run_ids) == 2
     assert {k.to_user_string() for k in report.assets} == {
         "epoch_features", "epoch_predictions", "clinical_scores", "psg_agreement",
-        "epoch_features_long", "training_epochs", "night_scores",
+        "epoch_features_long", "training_epochs", "night_scores", "validation_summary",
     }
+    assert _count(instance, "validation_summary", None) == summary_before + 1
     assert _count(instance, "epoch_features", nights[1]) == 2 and _count(instance, "training_epochs", nights[1]) == 2
     assert _count(instance, "silver_signals", nights[1]) == 1 and _count(instance, "bronze_recording", nights[1]) == 1
     assert _count(instance, "epoch_features", nights[0]) == 1
+
+
+def test_the_summary_follows_the_layers_it_reads_and_no_per_night_job_holds_it():
+    from sunrise_assets.definitions import build_defs
+    from sunrise_assets.operations import layer_and_downstream
+
+    summary = AssetKey("validation_summary")
+    assert summary in layer_and_downstream("bronze") and summary in layer_and_downstream("gold")
+    assert summary not in layer_and_downstream("warehouse")
+    defs = build_defs()
+    assert summary not in defs.resolve_job_def("nightly_pipeline").asset_layer.selected_asset_keys
+    assert defs.resolve_job_def("validation_summary_job").asset_layer.selected_asset_keys == {summary}
 
 
 def test_refresh_rejects_unknown_nights_and_layers(ingested3):

@@ -11,7 +11,7 @@ from dagster import AssetKey
 from sunrise_assets import catalog, layout
 from sunrise_assets.io import read_parquet
 
-LAYERS = {"raw", "bronze", "silver", "gold", "warehouse"}
+LAYERS = {"raw", "bronze", "silver", "gold", "warehouse", "validation"}  # validation: the cross-night summary
 PARQUET = {
     "silver_signals": layout.silver_signals,
     "psg_hypnogram": layout.silver_hypnogram,
@@ -51,7 +51,8 @@ def test_every_asset_is_described_grouped_owned_and_kinded():
 def test_storage_kinds_follow_the_configured_backends(monkeypatch):
     monkeypatch.setenv("SUNRISE_BUCKET", "gs://sleep-lab/training")
     monkeypatch.setenv("SUNRISE_WAREHOUSE_URL", "postgresql+psycopg2://u:p@db:5432/warehouse")
-    assert catalog.storage_kinds() == {"raw": "gcs", "bronze": "gcs", "silver": "gcs", "gold": "gcs", "warehouse": "postgres"}
+    assert catalog.storage_kinds() == {"raw": "gcs", "bronze": "gcs", "silver": "gcs", "gold": "gcs", "warehouse": "postgres",
+                                       "validation": "gcs"}
     monkeypatch.setenv("SUNRISE_BUCKET", "/data/bucket")
     monkeypatch.setenv("SUNRISE_WAREHOUSE_URL", "sqlite:////data/warehouse.sqlite")
     assert catalog.storage_kinds()["silver"] == "file" and catalog.storage_kinds()["warehouse"] == "sqlite"
