@@ -64,16 +64,17 @@ class Accumulator:
     confusion: np.ndarray = field(default_factory=lambda: np.zeros((len(STAGES), len(STAGES)), dtype=np.int64))
     pooled_nights: int = 0
     per_night: dict[str, list[float]] = field(default_factory=lambda: {m: [] for m in EPOCH_METRICS})
-    without_staging: list[str] = field(default_factory=list)
+    without_staging: int = 0
     sunalgo_versions: set[str] = field(default_factory=set)
 
-    def add(self, night: str, clinical: Mapping[str, Any], agreement_doc: Mapping[str, Any]) -> None:
+    def add(self, clinical: Mapping[str, Any], agreement_doc: Mapping[str, Any]) -> None:
         if not has_staging(clinical["psg"]):
-            self.without_staging.append(night)
+            self.without_staging += 1
             return
         self.reference.append({s: clinical["psg"].get(s) for s in SUMMARY_SCORES.values()})
         self.predicted.append({s: clinical["sunalgo"].get(s) for s in SUMMARY_SCORES.values()})
-        self.sunalgo_versions.add(str(clinical.get("sunalgo_version")))
+        if clinical.get("sunalgo_version"):
+            self.sunalgo_versions.add(str(clinical["sunalgo_version"]))
         if agreement_doc.get("confusion_matrix") is not None:  # absent from documents written before it was
             self.confusion += np.asarray(agreement_doc["confusion_matrix"], dtype=np.int64)
             self.pooled_nights += 1
@@ -86,7 +87,7 @@ class Accumulator:
         return {
             "sunalgo_versions": sorted(self.sunalgo_versions),
             "nights": {"registered": registered, "used": len(self.reference),
-                       "without_staging": len(self.without_staging), "missing_gold_files": missing},
+                       "without_staging": self.without_staging, "missing_gold_files": missing},
             "scores": agreement.validation_summary(self.reference, self.predicted, tuple(SUMMARY_SCORES.values())),
             "epoch_agreement": {
                 "pooled": {"nights": self.pooled_nights, **pooled},
@@ -133,7 +134,7 @@ def summarise(bucket: BucketResource, registered: Iterable[str], log: logging.Lo
         if clinical is None or agreement_doc is None:
             missing.append(night)
             continue
-        acc.add(night, clinical, agreement_doc)
+        acc.add(clinical, agreement_doc)
     if log is not None and missing:
         log.warning(f"{len(missing)} night(s) skipped, gold clinical_scores or psg_agreement missing: {', '.join(sorted(missing)[:20])}"
                     + (" ..." if len(missing) > 20 else ""))

@@ -1,8 +1,9 @@
 """Nights flow by themselves with a real Dagster daemon on a real (SQLite) instance.
 
-A night dropped into the bucket reaches `training_epochs` with no other action; ticks with
-nothing new launch nothing; replacing one night's raw file re-runs that night only; a sunalgo
-version bump re-runs gold and the warehouse only. Figures are printed (run with -s to see them).
+A night dropped into the bucket reaches `training_epochs` with no other action, and the
+cross-night validation_summary follows it once; ticks with nothing new launch nothing; replacing
+one night's raw file re-runs that night only; a sunalgo version bump re-runs gold, the warehouse
+and the summary only. Figures are printed (run with -s to see them).
 """
 
 import os
@@ -21,6 +22,10 @@ from tests.conftest import TEST_KEY
 REPO = Path(__file__).resolve().parents[1]
 BRONZE, SILVER = AssetKey("bronze_recording"), AssetKey("silver_signals")
 GOLD, WAREHOUSE = AssetKey("epoch_features"), AssetKey("training_epochs")
+# Unpartitioned: automation runs it in runs of its own once a night's gold has settled. The per-night
+# counts below never include it; the test waits for it by name before counting runs or stopping the
+# daemon, so its run can neither land in the "nothing new" window nor be killed mid-way.
+SUMMARY = AssetKey("validation_summary")
 
 
 def _wait(predicate, timeout, what, describe=None):
@@ -95,6 +100,14 @@ def _count(instance, key, night):
     return len(instance.fetch_materializations(AssetRecordsFilter(asset_key=key, asset_partitions=[night]), limit=1000).records)
 
 
+def _summary(instance) -> tuple[int, int | None]:
+    """(materializations of the validation summary, nights its latest one covers)."""
+    records = instance.fetch_materializations(AssetRecordsFilter(asset_key=SUMMARY), limit=1000).records
+    if not records:
+        return 0, None
+    return len(records), records[0].asset_materialization.metadata["nights"].value
+
+
 def _drop(staging: Path, bucket: Path, night) -> None:
     for rel in (night.recording_path, night.study_dir):
         src, dst = staging / rel, bucket / rel
@@ -131,7 +144,9 @@ def test_nights_flow_by_themselves(tmp_path):
         _wait(lambda: len(platform.warehouse_nights()) == 1, 300, "night A in training_epochs")
         print(f"\nnight landing -> training_epochs row: {time.monotonic() - landed:.1f} s")
         (key_a,) = platform.warehouse_nights()
+        _wait(lambda: _summary(instance)[1] == 1, 120, "the validation summary over night A", lambda: _summary(instance))
         _wait(lambda: _runs_settled(instance), 120, "runs to settle")
+        assert _summary(instance)[0] == 1, "one summary for one night's run"
 
         # 2. Ticks with nothing new launch nothing.
         runs_before = len(instance.get_runs())
@@ -142,14 +157,17 @@ def test_nights_flow_by_themselves(tmp_path):
         _drop(staging, platform.bucket, night_b)
         _wait(lambda: len(platform.warehouse_nights()) == 2, 300, "night B in training_epochs")
         (key_b,) = platform.warehouse_nights() - {key_a}
+        _wait(lambda: _summary(instance)[1] == 2, 120, "the validation summary over both nights", lambda: _summary(instance))
         _wait(lambda: _runs_settled(instance), 120, "runs to settle")
         counts_a = {k: _count(instance, k, key_a) for k in (BRONZE, SILVER, GOLD, WAREHOUSE)}
         bronze_b = _count(instance, BRONZE, key_b)
         rec = platform.bucket / night_b.recording_path
         data = rec.read_bytes()
+        summaries = _summary(instance)[0]
         rec.write_bytes(data[:-6] + bytes(6))
         changed = time.monotonic()
-        _wait(lambda: _count(instance, WAREHOUSE, key_b) >= 2 and _runs_settled(instance), 300, "night B re-run")
+        _wait(lambda: _count(instance, WAREHOUSE, key_b) >= 2 and _summary(instance)[0] > summaries and _runs_settled(instance),
+              300, "night B re-run, and the summary after it")
         print(f"raw file replaced -> that night re-run to the warehouse: {time.monotonic() - changed:.1f} s")
         assert _count(instance, BRONZE, key_b) == bronze_b + 1
         assert {k: _count(instance, k, key_a) for k in counts_a} == counts_a
@@ -159,6 +177,7 @@ def test_nights_flow_by_themselves(tmp_path):
         init = platform.code / "sunalgo" / "__init__.py"
         init.write_text(init.read_text().replace('__version__ = "', '__version__ = "9.9.9-test+'))
         before = {(k, n): _count(instance, k, n) for k in (BRONZE, SILVER, GOLD, WAREHOUSE) for n in (key_a, key_b)}
+        summaries = _summary(instance)[0]
         bumped = time.monotonic()
         platform.start()
         _wait(
@@ -166,7 +185,8 @@ def test_nights_flow_by_themselves(tmp_path):
             400, "gold and warehouse re-materialized after the version bump",
             lambda: {f"{k.to_user_string()}/{n}": (before[(k, n)], _count(instance, k, n)) for k in (GOLD, WAREHOUSE) for n in (key_a, key_b)},
         )
-        _wait(lambda: _runs_settled(instance), 120, "runs to settle after the bump")
+        _wait(lambda: _summary(instance)[0] > summaries and _runs_settled(instance), 180,
+              "the validation summary after the bump", lambda: _summary(instance))
         print(f"sunalgo version bump -> gold and warehouse refreshed for 2 nights: {time.monotonic() - bumped:.1f} s")
         for k in (BRONZE, SILVER):
             for n in (key_a, key_b):
