@@ -40,8 +40,7 @@ class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
     def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None):
         # Read by Dagster at each event (not cached): set in every process that opens this instance.
         os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", EVENT_BATCH_SIZE)
-        self._batch = threading.local()  # the open connections while this thread stores a batch
-        self._batch.connections = None
+        self._batch = threading.local()  # .connections: the open connections while this thread stores a batch
         super().__init__(base_dir, inst_data=inst_data)
         # Dagster holds this lock for a connection's lifetime; a batch holds two connections at once.
         self._db_lock = threading.RLock()
@@ -60,7 +59,7 @@ class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
         and one transaction: the batch is written whole or not at all (Dagster then retries the
         events one by one)."""
         run_ids = {event.run_id for event in events}
-        if len(run_ids) != 1 or self._batch.connections is not None:
+        if len(run_ids) != 1 or self._batch_connections() is not None:
             super().store_event_batch(events)
             return
         run_id = run_ids.pop()
@@ -72,8 +71,11 @@ class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
             finally:
                 self._batch.connections = None
 
+    def _batch_connections(self) -> dict[str, Any] | None:
+        return getattr(self._batch, "connections", None)  # unset in threads that never stored a batch
+
     def _shared(self, shard: str):
-        connections = self._batch.connections
+        connections = self._batch_connections()
         return nullcontext(connections[shard]) if connections and shard in connections else None
 
     def run_connection(self, run_id: str | None = None):

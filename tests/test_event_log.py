@@ -88,3 +88,15 @@ def test_the_embedded_instance_uses_it_and_asks_dagster_for_batches(ingested):
     for key in (AssetKey("bronze_psg"), AssetKey("training_epochs")):
         planned = instance.get_event_records(EventRecordsFilter(DagsterEventType.ASSET_MATERIALIZATION_PLANNED, asset_key=key))
         assert {r.partition_key for r in planned} >= set(ingested["report"].materialized)
+
+
+def test_other_threads_read_and_write_as_usual(tmp_path):
+    """The daemon reads the event log from worker threads: the batch state is per thread."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    storage = BatchedSqliteEventLogStorage(str(tmp_path / "batched"))
+    storage.store_event_batch(_events())
+    with ThreadPoolExecutor(2) as pool:
+        assert pool.submit(_rows, storage).result() == _rows(storage)
+        pool.submit(storage.store_event_batch, _events()).result()
+    assert len(_rows(storage)) == 2 * len(_events())
