@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -15,6 +15,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from sunrise_assets import settings
+
+if TYPE_CHECKING:  # imported lazily at run time: `sunrise --help` stays fast
+    from resources.bucket import BucketResource
+    from sunrise_assets.ingest import IngestReport
 
 app = typer.Typer(
     help="Sunrise data platform: sleep recordings to anonymised, scored, SQL-pivoted training data.",
@@ -180,6 +184,41 @@ def _run_ingest(batch_size: int):
     return report
 
 
+def _report_summary(report: IngestReport) -> None:
+    """What the ingest's validation summary run gave (nothing when it had no reason to run)."""
+    if report.summary_error:
+        out.print(f"[red]validation summary failed[/]: {report.summary_error}")
+    elif report.summary_run_id:
+        _print_validation_summary(_bucket(None))
+
+
+def _print_validation_summary(bucket: BucketResource) -> None:
+    """The cross-night Bland-Altman table of gold/validation_summary.json."""
+    from sunrise_assets import layout
+    from sunrise_assets.io import read_json
+    from sunrise_assets.summary import SCORE_LABELS, SUMMARY_SCORES
+
+    doc = read_json(bucket, layout.gold_validation_summary())
+    nights = doc["nights"]
+
+    def f(v: float | None, fmt: str = "{:+.1f}") -> str:
+        return "-" if v is None else fmt.format(v)
+
+    table = Table(title=f"validation summary: sunalgo minus PSG over {nights['used']} nights with PSG staging "
+                        f"({nights['without_staging']} without staging, {nights['missing_gold_files']} missing gold files)")
+    for col, justify in (("score", "left"), ("nights", "right"), ("bias", "right"), ("SD", "right"), ("95% limits of agreement", "right")):
+        table.add_column(col, justify=justify)
+    for score in SUMMARY_SCORES.values():
+        ba = doc["scores"][score]
+        loa = "-" if ba["loa_lower"] is None else f"{f(ba['loa_lower'])} to {f(ba['loa_upper'])}"
+        table.add_row(SCORE_LABELS.get(score, score), str(ba["n"]), f(ba["bias"]), f(ba["sd"], "{:.1f}"), loa)
+    out.print(table)
+    pooled = doc["epoch_agreement"]["pooled"]
+    out.print(f"epoch agreement pooled over {pooled['n_epochs']} epochs of {pooled['nights']} nights: "
+              f"accuracy {f(pooled['accuracy'], '{:.2f}')}, kappa {f(pooled['kappa_5class'], '{:.2f}')} "
+              f"(sleep/wake {f(pooled['kappa_sleep_wake'], '{:.2f}')}); {bucket.describe(layout.gold_validation_summary())}")
+
+
 @app.command()
 def ingest(
     bucket: BucketOpt = None,
@@ -195,7 +234,8 @@ def ingest(
     if bucket is not None:
         _bucket(bucket)  # --bucket: sets SUNRISE_BUCKET, which _run_ingest reads
     report = _run_ingest(batch_size)
-    if report.failed:
+    _report_summary(report)
+    if report.failed or report.summary_error:
         raise typer.Exit(1)
 
 
@@ -280,8 +320,9 @@ def demo(
     _allow_demo_key()
     report = _run_ingest(batch_size=50)
     _print_scores(limit=max(nights, 50))
+    _report_summary(report)
     out.print(f"Dagster UI with this history: [bold]sunrise ui --workdir {settings.workdir()}[/]")
-    if report.failed:
+    if report.failed or report.summary_error:
         raise typer.Exit(1)
 
 
@@ -341,7 +382,9 @@ def refresh(
               f"for {len(report.nights)} nights in {len(report.run_ids)} run(s); {len(report.failed)} failed")
     for night, message in sorted(report.failed.items()):
         out.print(f"[red]failed[/]: {message}")
-    if report.failed:
+    if report.summary_error:
+        out.print(f"[red]validation summary failed[/]: {report.summary_error}")
+    if report.failed or report.summary_error:
         raise typer.Exit(1)
 
 
