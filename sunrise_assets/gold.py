@@ -142,7 +142,7 @@ KEY_SCORES = ("total_sleep_time_min", "sleep_efficiency_pct", "ahi")
 AGREEMENT_CODE_VERSION = f"{sunalgo.__version__}+agreement.2"
 
 
-@asset(deps=["epoch_predictions", "psg_hypnogram", "psg_respiratory_events", "clinical_scores"], kinds={"json", "sunalgo", "matplotlib"},
+@asset(deps=["epoch_predictions", "psg_hypnogram", "psg_respiratory_events", "clinical_scores"], kinds={"json", "sunalgo", "svg"},
        **(GOLD | {"code_version": AGREEMENT_CODE_VERSION}),
        description="How well sunalgo agrees with the PSG for the night: epoch-by-epoch accuracy, Cohen's kappa (5 stages, 4 classes, sleep/wake), sleep sensitivity and wake specificity, the confusion matrix, and the bias (sunalgo minus PSG) of TST, SE, SOL and WASO from the night's clinical scores. Each night's materialization shows the picture: the PSG hypnogram above sunalgo's, respiratory events marked, with the key scores of both.")
 def psg_agreement(context: AssetExecutionContext, bucket: BucketResource):
