@@ -139,7 +139,8 @@ class WarehouseResource(ConfigurableResource):
 
     # -- schema -----------------------------------------------------------------------------
     def ensure_schema(self, feature_names: Sequence[str], score_columns: Sequence[str]) -> None:
-        """Create the tables; a generated table whose column set changed is rebuilt empty."""
+        """Create the tables. A generated table that gained columns gets them added (rows kept);
+        one that lost or renamed a column is rebuilt empty."""
         feature_ddl = ",\n    ".join(f"{identifier(n)} DOUBLE PRECISION" for n in feature_names)
         score_ddl = ",\n    ".join(f"{identifier(n)} DOUBLE PRECISION" for n in score_columns)
         wanted = {
@@ -153,6 +154,15 @@ class WarehouseResource(ConfigurableResource):
             for table, (signature, ddl) in wanted.items():
                 row = conn.execute(text("SELECT value FROM warehouse_meta WHERE key = :k"), {"k": table}).first()
                 if row is not None and row[0] != signature:
+                    had, wants = json.loads(row[0]), json.loads(signature)
+                    if set(had) <= set(wants):
+                        # Columns only added: keep every row (new columns NULL until the night's re-run,
+                        # which the code-version change behind them triggers).
+                        for column in (c for c in wants if c not in had):
+                            conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {identifier(column)} DOUBLE PRECISION"))
+                        conn.execute(text("UPDATE warehouse_meta SET value = :v WHERE key = :k"), {"k": table, "v": signature})
+                        continue
+                    # A column removed or renamed: rebuilt empty, refilled as the nights re-run.
                     conn.execute(text(f"DROP TABLE IF EXISTS {table}"))  # table names are constants
                     conn.execute(text("DELETE FROM warehouse_meta WHERE key = :k"), {"k": table})
                     row = None

@@ -126,6 +126,14 @@ def test_changed_feature_set_rebuilds_the_table(wh):
     assert cols == ["night_id", "epoch", "alpha", "delta", "psg_stage", "psg_respiratory_event"]
 
 
+def test_added_score_columns_keep_the_rows(pg_wh):
+    pg_wh.ensure_schema(FEATURES, SCORES)
+    pg_wh.replace_night_scores("n1", {"sunalgo_version": "0", "sunalgo_x": 1.0, "psg_x": 3.5})
+    pg_wh.ensure_schema(FEATURES, [*SCORES, "agreement_new_bias"])
+    assert pg_wh.query("SELECT night_id, sunalgo_x, agreement_new_bias FROM night_scores") == [
+        {"night_id": "n1", "sunalgo_x": 1.0, "agreement_new_bias": None}]
+
+
 def test_postgres_loads_with_copy(pg_wh, monkeypatch):
     pg_wh.ensure_schema(FEATURES, SCORES)
     calls = []

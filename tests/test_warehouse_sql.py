@@ -53,6 +53,16 @@ def test_changed_feature_set_rebuilds_the_table(wh):
     assert cols == ["night_id", "epoch", "alpha", "delta", "psg_stage", "psg_respiratory_event"]
 
 
+def test_added_score_columns_keep_the_rows(wh):
+    """A new score column (a new agreement figure) is added; the nights already loaded stay."""
+    wh.replace_night_scores("n1", {"sunalgo_version": "0", "sunalgo_x": 1.0, "psg_x": 3.5})
+    wh.ensure_schema(FEATURES, [*SCORES, "agreement_new_bias"])
+    assert wh.query("SELECT night_id, sunalgo_x, psg_x, agreement_new_bias FROM night_scores") == [
+        {"night_id": "n1", "sunalgo_x": 1.0, "psg_x": 3.5, "agreement_new_bias": None}]
+    wh.replace_night_scores("n1", {"sunalgo_version": "0", "sunalgo_x": 1.0, "psg_x": 3.5, "agreement_new_bias": -2.0})
+    assert wh.query("SELECT agreement_new_bias FROM night_scores") == [{"agreement_new_bias": -2.0}]
+
+
 def test_identifiers_are_validated():
     assert identifier("breath_rate") == '"breath_rate"'
     for bad in ('x"; DROP TABLE training_epochs; --', "Upper", "1abc", "a b", ""):
