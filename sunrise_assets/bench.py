@@ -49,7 +49,10 @@ CACHE_VERSION = 1
 # The pseudonym key of synthetic benchmark nights (used only when SUNRISE_PSEUDONYM_KEY is unset).
 BENCH_KEY = "sunrise-bench-key-synthetic-nights-only"
 SAMPLE_INTERVAL_S = 0.2
-FLOOR_CHUNK = 10  # nights per task of the floor's pool (setup amortised, cores kept busy to the end)
+# Nights per task of the floor's pool: the platform's nights per run, so both write the warehouse in
+# the same rhythm (with 10, the two workers' SQLite write transactions collided often and the floor
+# kept only ~1.3 of 2 cores busy).
+FLOOR_CHUNK = 50
 TARGETS = {
     "platform_over_floor_200": 1.3,
     "wall_2000_nights_s": 15 * 60,
@@ -513,7 +516,8 @@ def _steps():
 
     steps = []
     for assets_def in ASSETS:
-        if not isinstance(assets_def, AssetsDefinition) or not assets_def.is_executable:
+        # Per-night assets only: the cross-night validation summary is not part of a night's run.
+        if not isinstance(assets_def, AssetsDefinition) or not assets_def.is_executable or assets_def.partitions_def is None:
             continue
         fn = assets_def.op.compute_fn.decorated_fn
         steps.append((assets_def.node_def.name, assets_def, fn, list(inspect.signature(fn).parameters)[1:]))
@@ -542,8 +546,8 @@ def measure_floor(run: RunDir, nights_expected: int, on_nights: Callable[[int], 
     n_cores = cores()
     timing: dict[str, list[float]] = {}
     failed: dict[str, str] = {}
+    nights, register_s = _register(run)  # outside the measure, as for the platform
     with TreeSampler(lambda pid, cmd: "pool worker") as sampler:
-        nights, register_s = _register(run)
         chunk = max(1, min(FLOOR_CHUNK, math.ceil(len(nights) / n_cores)))
         chunks = [nights[i : i + chunk] for i in range(0, len(nights), chunk)]
         with mp.get_context("fork").Pool(n_cores, initializer=_floor_init) as pool:
@@ -946,14 +950,16 @@ def _targets(result: Mapping[str, Any]) -> list[dict[str, Any]]:
     floor, plat, inc, algo = result["floor"], result["platform"], result["incremental"], result["sunalgo"]
     ratio = result["ratios"]["platform_over_floor_wall"]
     peak = max(floor["peak_rss"]["max_mib"], plat["peak_rss"]["max_mib"]) / 1024
-    wall_2000 = plat["wall_s"] * 2000 / n if n else None
+    # Raw bucket -> warehouse: pairing and registering the nights, then the backfill.
+    wall_2000 = (plat["wall_s"] + plat.get("register_s", 0.0)) * 2000 / n if n else None
     inc_2000 = inc["total_s"] * (2000 / n if n < 2000 else 1.0)
     rows = [
         ("platform / floor (wall) on 200 nights", "<= 1.3", ratio, ratio is not None and ratio <= 1.3, n != 200,
          ("" if n == 200 else f"measured on {n} nights; ") + f"CPU ratio {result['ratios']['platform_over_floor_cpu']}"),
         ("2,000 nights raw -> warehouse", "<= 900 s", round(wall_2000, 1) if wall_2000 else None,
          wall_2000 is not None and wall_2000 <= 900, n < 2000,
-         "" if n >= 2000 else f"linear extrapolation x{2000 / n:.1f} from {n} nights"),
+         ("" if n >= 2000 else f"linear extrapolation x{2000 / n:.1f} from {n} nights; ")
+         + f"registering the nights {plat.get('register_s', 0.0)} s + backfill {plat['wall_s']} s"),
         ("incremental pass, nothing new, 2,000 nights", "<= 10 s", round(inc_2000, 2), inc_2000 <= 10, n < 2000,
          "" if n >= 2000 else f"linear extrapolation x{2000 / n:.1f} from {n} nights (pessimistic: part is fixed cost)"),
         ("peak RSS per process", "<= 1.5 GiB", round(peak, 3), peak <= 1.5, False, "largest process of floor and platform"),
