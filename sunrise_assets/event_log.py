@@ -1,6 +1,6 @@
 """The embedded instance's event log: Dagster's SQLite storage, writing a batch in one go.
 
-A run of 50 nights logs, per asset, one materialization-planned event per night (when the run is
+A run of 100 nights logs, per asset, one materialization-planned event per night (when the run is
 created) and one materialization per night (when the step ends). Dagster's SQLite storage writes
 each on its own: a new engine, an insert into the run's database, a second engine and a
 transaction on the index database, ~7 ms an event, which was a third of a night's time in

@@ -13,6 +13,7 @@ from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.event_log import SqliteEventLogStorage
 
 from sunrise_assets.event_log import BatchedSqliteEventLogStorage
+from sunrise_assets.partitions import NIGHTS_PER_RUN
 
 RUN_ID = "0b5c2d8e-1f7a-4c3e-9a61-5d2f8e7b9c10"
 NIGHTS = ["sub-aaaaaaaa_ses-20200101", "sub-bbbbbbbb_ses-20200102", "sub-cccccccc_ses-20200103"]
@@ -83,7 +84,7 @@ def test_a_batch_is_stored_whole_or_not_at_all(tmp_path, monkeypatch):
 def test_the_embedded_instance_uses_it_and_asks_dagster_for_batches(ingested):
     instance = ingested["instance"]
     assert isinstance(instance.event_log_storage, BatchedSqliteEventLogStorage)
-    assert int(os.environ["DAGSTER_EVENT_BATCH_SIZE"]) >= 50  # a run's nights per asset fit in one batch
+    assert int(os.environ["DAGSTER_EVENT_BATCH_SIZE"]) >= NIGHTS_PER_RUN  # a run's nights per asset fit in one batch
     # Per-night rows as Dagster writes them: every night has its own planned and materialization events.
     for key in (AssetKey("bronze_psg"), AssetKey("training_epochs")):
         planned = instance.get_event_records(EventRecordsFilter(DagsterEventType.ASSET_MATERIALIZATION_PLANNED, asset_key=key))
