@@ -33,17 +33,29 @@ EVENT_BATCH_SIZE = "200"
 
 
 class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
-    """SQLite event log (files under ``base_dir``; by default where Dagster's own
-    default puts them, $DAGSTER_HOME/history/runs, so an existing instance keeps its history)
+    """SQLite event log (files under ``base_dir``; by default where Dagster's own default puts
+    them, <instance home>/history/runs, so an existing instance keeps its history)
     that stores a batch of asset events in one transaction per database."""
 
-    def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None):
+    def __init__(self, base_dir: str | None = None, inst_data: ConfigurableClassData | None = None):
         # Read by Dagster at each event (not cached): set in every process that opens this instance.
         os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", EVENT_BATCH_SIZE)
         self._batch = threading.local()  # .connections: the open connections while this thread stores a batch
-        super().__init__(base_dir, inst_data=inst_data)
+        self._inst_data = inst_data
+        if base_dir is not None:
+            self._open(base_dir)
+
+    def _open(self, base_dir: str) -> None:
+        super().__init__(base_dir, inst_data=self._inst_data)
         # Dagster holds this lock for a connection's lifetime; a batch holds two connections at once.
         self._db_lock = threading.RLock()
+
+    def register_instance(self, instance) -> None:
+        # Without a configured base_dir the files go where Dagster's default puts them for this
+        # instance (<its home>/history/runs): known only now, whatever DAGSTER_HOME says.
+        if not hasattr(self, "_base_dir"):
+            self._open(os.path.join(instance.root_directory, "history", "runs", ""))
+        super().register_instance(instance)
 
     @classmethod
     def config_type(cls) -> dict[str, Field]:
@@ -51,8 +63,7 @@ class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
 
     @classmethod
     def from_config_value(cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]):
-        base_dir = config_value.get("base_dir") or os.path.join(os.environ["DAGSTER_HOME"], "history", "runs", "")
-        return cls(base_dir=base_dir, inst_data=inst_data)
+        return cls(base_dir=config_value.get("base_dir"), inst_data=inst_data)
 
     def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
         """Store the events with Dagster's own per-event code, on one connection per database

@@ -101,3 +101,21 @@ def test_other_threads_read_and_write_as_usual(tmp_path):
         assert pool.submit(_rows, storage).result() == _rows(storage)
         pool.submit(storage.store_event_batch, _events()).result()
     assert len(_rows(storage)) == 2 * len(_events())
+
+
+def test_the_files_go_under_the_instance_home_whatever_dagster_home_says(tmp_path, monkeypatch):
+    import shutil
+
+    from dagster import DagsterInstance
+
+    from sunrise_assets.settings import REPO_ROOT
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "another_home"))
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+    with DagsterInstance.from_config(str(home)) as instance:
+        instance.add_dynamic_partitions("nights", ["sub-00000000_ses-20240101"])
+        assert isinstance(instance.event_log_storage, BatchedSqliteEventLogStorage)
+    assert (home / "history" / "runs" / "index.db").exists()
+    assert not (tmp_path / "another_home").exists()
