@@ -20,24 +20,32 @@ def real_file(*parts: str) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def pipeline_env(tmp_path_factory):
-    """Environment of an embedded-default platform in a fresh work directory."""
-    work = tmp_path_factory.mktemp("sunrise")
-    env = {
+def embedded_env(work: Path) -> dict[str, str]:
+    """Environment of an embedded-default platform (local bucket, SQLite) in the work directory."""
+    return {
         "SUNRISE_WORKDIR": str(work),
         "SUNRISE_PSEUDONYM_KEY": TEST_KEY,
         "DAGSTER_HOME": str(work / "dagster_home"),
         "SUNRISE_BUCKET": "",
         "SUNRISE_WAREHOUSE_URL": "",
     }
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in env.items():
-            mp.setenv(k, v)
-        from sunrise_assets import settings
 
-        settings.use_workdir(work)
-        yield work
+
+def use_embedded_workdir(work: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point this process at an embedded-default platform in ``work`` (undone with ``monkeypatch``)."""
+    for key, value in embedded_env(work).items():
+        monkeypatch.setenv(key, value)
+    from sunrise_assets import settings
+
+    settings.use_workdir(work)
+    return work
+
+
+@pytest.fixture(scope="session")
+def pipeline_env(tmp_path_factory):
+    """Environment of an embedded-default platform in a fresh work directory."""
+    with pytest.MonkeyPatch.context() as mp:
+        yield use_embedded_workdir(tmp_path_factory.mktemp("sunrise"), mp)
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TEST_KEY
+from tests.conftest import embedded_env
 from tests.support.browser import (
     CHROMIUM,
     REPO,
@@ -65,13 +65,7 @@ def platform(tmp_path_factory):
     from sunrise_assets.pairing import scan_bucket
 
     work = tmp_path_factory.mktemp("browser")
-    env = {
-        "SUNRISE_WORKDIR": str(work),
-        "SUNRISE_PSEUDONYM_KEY": TEST_KEY,
-        "DAGSTER_HOME": str(work / "dagster_home"),
-        "SUNRISE_BUCKET": "",
-        "SUNRISE_WAREHOUSE_URL": "",
-    }
+    env = embedded_env(work)
     (work / "dagster_home").mkdir()
     (work / "dagster_home" / "dagster.yaml").write_text(TEST_INSTANCE_YAML)
     with pytest.MonkeyPatch.context() as mp:

@@ -5,22 +5,16 @@ import sqlite3
 import pytest
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
 
-from tests.conftest import TEST_KEY
+from tests.conftest import use_embedded_workdir
 
 
 @pytest.fixture
 def ingested3(tmp_path, monkeypatch):
-    monkeypatch.setenv("SUNRISE_WORKDIR", str(tmp_path))
-    monkeypatch.setenv("SUNRISE_PSEUDONYM_KEY", TEST_KEY)
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
-    monkeypatch.setenv("SUNRISE_BUCKET", "")
-    monkeypatch.setenv("SUNRISE_WAREHOUSE_URL", "")
     from resources.bucket import BucketResource
-    from sunrise_assets import settings
     from sunrise_assets.generate import generate_bucket
     from sunrise_assets.ingest import ingest
 
-    settings.use_workdir(tmp_path)
+    use_embedded_workdir(tmp_path, monkeypatch)
     generate_bucket(tmp_path / "bucket", 3, seed=41)
     bucket = BucketResource(url=str(tmp_path / "bucket"))
     with DagsterInstance.get() as instance:

@@ -10,7 +10,7 @@ import pytest
 from dagster import AssetCheckKey, AssetCheckSeverity, AssetKey
 
 from sunrise_assets import checks, layout
-from tests.conftest import TEST_KEY
+from tests.conftest import TEST_KEY, use_embedded_workdir
 
 CHECK_KEYS = [
     AssetCheckKey(AssetKey("bronze_recording"), checks.NO_IDENTIFIERS),
@@ -82,15 +82,7 @@ def test_scan_matches_as_written_upper_case_and_underscored():
 
 @pytest.fixture
 def leaky_env(tmp_path, monkeypatch):
-    monkeypatch.setenv("SUNRISE_WORKDIR", str(tmp_path))
-    monkeypatch.setenv("SUNRISE_PSEUDONYM_KEY", TEST_KEY)
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
-    monkeypatch.setenv("SUNRISE_BUCKET", "")
-    monkeypatch.setenv("SUNRISE_WAREHOUSE_URL", "")
-    from sunrise_assets import settings
-
-    settings.use_workdir(tmp_path)
-    return tmp_path
+    return use_embedded_workdir(tmp_path, monkeypatch)
 
 
 def test_a_night_with_an_identifier_left_in_bronze_fails_alone_and_says_so(leaky_env):
