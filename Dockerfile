@@ -21,7 +21,9 @@ RUN useradd --create-home --uid 10001 --user-group sunrise
 WORKDIR /app
 # Code and venv stay root-owned (read-only for the app); only DAGSTER_HOME is the app's.
 COPY --from=build /app /app
-ENV PATH="/app/.venv/bin:$PATH" PYTHONUNBUFFERED=1 DAGSTER_HOME=/app/dagster_home
+# DAGSTER_EVENT_BATCH_SIZE: Dagster hands a step's per-night asset events to the event log as one
+# batch (dagster-postgres writes a batch of materializations in one statement).
+ENV PATH="/app/.venv/bin:$PATH" PYTHONUNBUFFERED=1 DAGSTER_HOME=/app/dagster_home DAGSTER_EVENT_BATCH_SIZE=200
 RUN mkdir -p /app/dagster_home \
  && cp /app/deploy/dagster.cloudrun.yaml /app/dagster_home/dagster.yaml \
  && chown -R sunrise:sunrise /app/dagster_home

@@ -424,6 +424,7 @@ def make_run_dir(workdir: Path, name: str, cache: RawCache, nights: int, *, max_
         "SUNRISE_PSEUDONYM_KEY": os.environ.get("SUNRISE_PSEUDONYM_KEY") or BENCH_KEY,
     }
     if pg is not None:
+        env["DAGSTER_EVENT_BATCH_SIZE"] = "200"  # as the Dockerfile sets for the production instance
         env.update(pg.dagster_env(pg.create_database(f"bench_{name}_instance").rsplit("/", 1)[1]))
         env["SUNRISE_WAREHOUSE_URL"] = pg.create_database(f"bench_{name}_warehouse")
     return RunDir(root, env)
