@@ -413,7 +413,10 @@ def forget(
               + "; warehouse rows " + (", ".join(f"{t} {n}" for t, n in report.warehouse_rows.items()) or "none")
               + f"; partition {'removed' if report.partition_removed else 'was not registered'}"
               + ("; event history wiped" if report.history_wiped else
-                 ("; event history kept (this instance's storage cannot wipe one partition; it holds no PHI)" if report.partition_removed else "")))
+                 ("; event history kept (this instance's storage cannot wipe one partition; it holds no PHI)" if report.partition_removed else ""))
+              + ("; validation summary recomputed without it" if report.summary_run_id and not report.summary_error else ""))
+    if report.summary_error:
+        out.print(f"[red]validation summary failed[/]: {report.summary_error} (it still counts the night: run `sunrise refresh --from gold`)")
 
 
 @app.command()

@@ -78,11 +78,14 @@ class ForgetReport:
     warehouse_rows: dict[str, int] = field(default_factory=dict)
     partition_removed: bool = False
     history_wiped: bool = False
+    summary_run_id: str | None = None  # the cross-night summary, recomputed without the night
+    summary_error: str | None = None
 
 
 def forget(night: str, bucket: BucketResource, warehouse: WarehouseResource, instance: DagsterInstance) -> ForgetReport:
     """A subject withdrew consent: delete the night everywhere, raw included (else the sensor
-    would find it again), remove its partition and its event history. Other nights are untouched."""
+    would find it again), remove its partition and its event history, and recompute the
+    cross-night validation summary without it. Other nights are untouched."""
     validate_night_key(night)
     report = ForgetReport(night)
     if bucket.exists(layout.raw_index(night)):
@@ -106,4 +109,10 @@ def forget(night: str, bucket: BucketResource, warehouse: WarehouseResource, ins
             pass
         instance.delete_dynamic_partition(nights_partitions.name, night)
         report.partition_removed = True
+    if bucket.exists(layout.gold_validation_summary()):
+        # The summary aggregates every night's scores (no keys, but the night's numbers are in
+        # it): recomputed now without the withdrawn night, not at the next automation tick.
+        from sunrise_assets.ingest import run_validation
+
+        report.summary_run_id, report.summary_error = run_validation(instance)
     return report

@@ -1,5 +1,6 @@
 """`sunrise refresh` and `sunrise forget` on a real instance."""
 
+import json
 import sqlite3
 
 import pytest
@@ -90,6 +91,9 @@ def test_forget_deletes_one_night_everywhere_and_nothing_else(ingested3):
         for table in ("training_epochs", "night_scores", "epoch_features_long", "psg_epoch_labels"):
             nights_left = {r[0] for r in db.execute(f"SELECT DISTINCT night_id FROM {table}")}
             assert nights_left == set(kept), table
+    summary = json.loads((work / "bucket" / "gold" / "validation_summary.json").read_text())
+    assert report.summary_run_id and report.summary_error is None
+    assert summary["nights"]["used"] == len(kept), "the summary no longer counts the withdrawn night"
     if report.history_wiped:
         assert _count(instance, "training_epochs", gone) == 0
     assert _count(instance, "training_epochs", kept[0]) == 1
