@@ -76,13 +76,7 @@ RECORDING_START = "recording start time"
 
 def read_nsrr_xml(data: bytes, *, source: str = "", start: datetime | None = None) -> PsgLabels:
     name = source or "<NSRR XML>"
-    root = xml_common.parse(data, name)
-    if xml_common.local(root.tag) != ROOT:
-        raise PsgFormatError(f"{name}: XML root <{xml_common.local(root.tag)}> is not <{ROOT}>")
-    fields = xml_common.child_texts(root)
-    epoch_s = xml_common.number(fields.get("EpochLength") or "30", name, "EpochLength")
-    if not 1.0 <= epoch_s <= 300.0:  # 1e-300 or 1e300 would give absurd epoch counts
-        raise PsgFormatError(f"{name}: EpochLength {epoch_s:g} s is not a scoring epoch length (1 to 300 s)")
+    root, epoch_s = xml_common.study_document(data, name, ROOT, default_epoch_s="30")
 
     clock, recording_s = None, None
     skipped: Counter[str] = Counter()

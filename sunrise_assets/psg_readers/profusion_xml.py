@@ -38,13 +38,7 @@ STAGE_CODES: dict[int, int] = {
 
 def read_profusion_xml(data: bytes, *, source: str = "", start: datetime | None = None) -> PsgLabels:
     name = source or "<Profusion XML>"
-    root = xml_common.parse(data, name)
-    if xml_common.local(root.tag) != ROOT:
-        raise PsgFormatError(f"{name}: XML root <{xml_common.local(root.tag)}> is not <{ROOT}>")
-    fields = xml_common.child_texts(root)
-    epoch_s = xml_common.number(fields.get("EpochLength"), name, "EpochLength")
-    if not 1.0 <= epoch_s <= 300.0:  # 1e-300 or 1e300 would give absurd epoch counts
-        raise PsgFormatError(f"{name}: EpochLength {epoch_s:g} s is not a scoring epoch length (1 to 300 s)")
+    root, epoch_s = xml_common.study_document(data, name, ROOT)
 
     raw = [(s.text or "").strip() for block in _children(root, "SleepStages") for s in block if xml_common.local(s.tag) == "SleepStage"]
     lookup = {str(k): v for k, v in STAGE_CODES.items()}

@@ -1,4 +1,5 @@
-"""What the two XML readers share: parsing bytes safely enough and reading numbers with clear errors."""
+"""What the two XML readers share: parsing bytes safely enough, the document root and epoch length, and
+reading numbers with clear errors."""
 
 from __future__ import annotations
 
@@ -37,6 +38,18 @@ def parse(data: bytes, name: str) -> ET.Element:
         return ET.fromstring(data)
     except ET.ParseError as exc:
         raise PsgFormatError(f"{name}: not well-formed XML ({exc})") from exc
+
+
+def study_document(data: bytes, name: str, root: str, default_epoch_s: str | None = None) -> tuple[ET.Element, float]:
+    """A scoring export's root element (checked to be ``<root>``) and its EpochLength in seconds
+    (``default_epoch_s`` when absent, else required; 1 to 300 s)."""
+    element = parse(data, name)
+    if local(element.tag) != root:
+        raise PsgFormatError(f"{name}: XML root <{local(element.tag)}> is not <{root}>")
+    epoch_s = number(child_texts(element).get("EpochLength") or default_epoch_s, name, "EpochLength")
+    if not 1.0 <= epoch_s <= 300.0:  # 1e-300 or 1e300 would give absurd epoch counts
+        raise PsgFormatError(f"{name}: EpochLength {epoch_s:g} s is not a scoring epoch length (1 to 300 s)")
+    return element, epoch_s
 
 
 def local(tag: str) -> str:
