@@ -45,6 +45,20 @@ def make_clients(api_endpoint: str | None = None) -> CloudRunClients:
     return CloudRunClients(run_v2.JobsClient(**kwargs), run_v2.ExecutionsClient(**kwargs))
 
 
+class UsesCloudRunClients:
+    """Mixin: ``clients`` for ``self.api_endpoint``, built at first use (loading a Dagster
+    instance or a job's executor needs no credentials)."""
+
+    api_endpoint: str | None
+    _clients: CloudRunClients | None = None
+
+    @property
+    def clients(self) -> CloudRunClients:
+        if self._clients is None:
+            self._clients = make_clients(self.api_endpoint)
+        return self._clients
+
+
 def location_path(project: str, region: str) -> str:
     return f"projects/{project}/locations/{region}"
 

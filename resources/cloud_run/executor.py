@@ -37,7 +37,7 @@ from dagster._core.executor.init import InitExecutorContext
 from dagster._core.executor.step_delegating import CheckStepHealthResult, StepDelegatingExecutor, StepHandler, StepHandlerContext
 from google.api_core import exceptions as gexc
 
-from resources.cloud_run.client import Backoff, CloudRunClients, ExecutionState, call_with_backoff, execution_state, execution_summary, job_path, make_clients
+from resources.cloud_run.client import Backoff, ExecutionState, UsesCloudRunClients, call_with_backoff, execution_state, execution_summary, job_path
 
 CPU_TAG = "sunrise/cloud_run_cpu"
 MEMORY_TAG = "sunrise/cloud_run_memory"
@@ -45,7 +45,7 @@ DEFAULT_MAX_CONCURRENT = 800
 EXECUTION_METADATA_KEY = "Cloud Run execution"  # on STEP_WORKER_STARTING: the launcher cancels these
 
 
-class CloudRunStepHandler(StepHandler):
+class CloudRunStepHandler(UsesCloudRunClients, StepHandler):
     def __init__(
         self,
         *,
@@ -69,7 +69,6 @@ class CloudRunStepHandler(StepHandler):
         self.env_vars = list(env_vars)
         self.backoff = backoff
         self.poll_interval_s = poll_interval_s
-        self._clients: CloudRunClients | None = None
         self._by_step: dict[tuple[str, str], str] = {}  # (run id, step key) -> execution name
         self._alive: dict[str, str] = {}  # execution name -> step key, until seen completed
         self._variants: dict[tuple[str | None, str | None], str] = {}
@@ -78,11 +77,6 @@ class CloudRunStepHandler(StepHandler):
     def name(self) -> str:
         return "CloudRunStepHandler"
 
-    @property
-    def clients(self) -> CloudRunClients:
-        if self._clients is None:
-            self._clients = make_clients(self.api_endpoint)
-        return self._clients
 
     @property
     def base_job(self) -> str:

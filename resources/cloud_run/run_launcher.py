@@ -42,12 +42,12 @@ from google.cloud import run_v2
 from google.cloud.run_v2 import RunJobRequest
 from google.cloud.run_v2.types import k8s_min
 
-from resources.cloud_run.client import Backoff, CloudRunClients, ExecutionState, call_with_backoff, execution_state, execution_summary, make_clients
+from resources.cloud_run.client import Backoff, ExecutionState, UsesCloudRunClients, call_with_backoff, execution_state, execution_summary
 
 EXECUTION_TAG = "cloud_run_job_execution_id"  # the tag dagster-contrib-gcp writes
 
 
-class CloudRunRunLauncher(ContribCloudRunRunLauncher):
+class CloudRunRunLauncher(UsesCloudRunClients, ContribCloudRunRunLauncher):
     """Runs each Dagster run as an execution of the code location's Cloud Run job."""
 
     def __init__(
@@ -71,15 +71,8 @@ class CloudRunRunLauncher(ContribCloudRunRunLauncher):
         self.run_job_retry_max_wait = run_job_retry.get("max_wait", 60)
         self.run_timeout = run_timeout
         self.api_endpoint = api_endpoint
-        self._clients: CloudRunClients | None = None
 
-    # -- clients ---------------------------------------------------------------------------
-    @property
-    def clients(self) -> CloudRunClients:
-        if self._clients is None:
-            self._clients = make_clients(self.api_endpoint)
-        return self._clients
-
+    # -- clients (built at first use: UsesCloudRunClients) -----------------------------------
     @property
     def jobs_client(self) -> run_v2.JobsClient:  # type: ignore[override]
         return self.clients.jobs
