@@ -49,10 +49,10 @@ CACHE_VERSION = 1
 # The pseudonym key of synthetic benchmark nights (used only when SUNRISE_PSEUDONYM_KEY is unset).
 BENCH_KEY = "sunrise-bench-key-synthetic-nights-only"
 SAMPLE_INTERVAL_S = 0.2
-# Nights per task of the floor's pool: the platform's nights per run (partitions.NIGHTS_PER_RUN), so
-# both write the warehouse in the same rhythm (with 10, the two workers' SQLite write transactions
-# collided often and the floor kept only ~1.3 of 2 cores busy).
-FLOOR_CHUNK = 100
+# Nights per task of the floor's pool: the platform's nights per run, so both write the warehouse in
+# the same rhythm (with 10, the two workers' SQLite write transactions collided often and the floor
+# kept only ~1.3 of 2 cores busy).
+FLOOR_CHUNK = settings.NIGHTS_PER_RUN
 TARGETS = {
     "platform_over_floor_200": 1.3,
     "wall_2000_nights_s": 15 * 60,

@@ -223,7 +223,7 @@ def _print_validation_summary(bucket: BucketResource) -> None:
 def ingest(
     bucket: BucketOpt = None,
     workdir: WorkdirOpt = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Nights per run.")] = 50,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Nights per run.")] = settings.NIGHTS_PER_RUN,
     demo_key: Annotated[bool, typer.Option("--demo-key", help="Allow the public demo pseudonym key when SUNRISE_PSEUDONYM_KEY is unset (never for real data).")] = False,
 ) -> None:
     """Register every paired night of the bucket as a partition and materialize what is missing."""
@@ -318,7 +318,7 @@ def demo(
             generate_bucket(bucket, nights, seed, on_night=lambda _i: progress.advance(task), psg_formats=formats)
         marker.write_text(json.dumps(wanted))
     _allow_demo_key()
-    report = _run_ingest(batch_size=50)
+    report = _run_ingest(batch_size=settings.NIGHTS_PER_RUN)
     _print_scores(limit=max(nights, 50))
     _report_summary(report)
     out.print(f"Dagster UI with this history: [bold]sunrise ui --workdir {settings.workdir()}[/]")
@@ -360,7 +360,7 @@ def refresh(
     from_layer: Annotated[str, typer.Option("--from", help="Layer to start from: bronze, silver, gold or warehouse; everything downstream of it is refreshed too.")],
     nights: Annotated[Optional[list[str]], typer.Option("--nights", help="Night keys to refresh (repeat the option); default: every registered night.")] = None,
     workdir: WorkdirOpt = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Nights per run.")] = 50,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Nights per run.")] = settings.NIGHTS_PER_RUN,
 ) -> None:
     """Re-materialize a layer and everything downstream of it (the full refresh after a logic change)."""
     from dagster import DagsterInstance

@@ -15,6 +15,12 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+# A backfill of thousands of nights runs as a few runs of many nights each, never one per night.
+# A run costs ~5 s to start (a process importing the code location) and one bad night fails alone,
+# so runs are large: 100 nights is ~35 s of work per core; memory does not grow with it (streamed).
+# Here, not in partitions.py, so that the CLI's defaults need no Dagster import.
+NIGHTS_PER_RUN = 100
+
 
 def workdir() -> Path:
     return Path(os.environ.get("SUNRISE_WORKDIR", ".sunrise")).expanduser().resolve()
