@@ -6,6 +6,7 @@ gold and the warehouse stale.
 
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 from dagster import AssetExecutionContext, asset
 
@@ -76,10 +77,18 @@ def epoch_predictions(context: AssetExecutionContext, bucket: BucketResource):
     yield from per_night(context, process)
 
 
+def _psg_labels(bucket: BucketResource, night: str) -> tuple[np.ndarray, pd.DataFrame]:
+    """The night's silver PSG hypnogram (stage codes) and scored events."""
+    stages = read_parquet(bucket, layout.silver_hypnogram(night)).column("stage_code").to_numpy().astype(np.int8)
+    return stages, read_parquet(bucket, layout.silver_respiratory_events(night)).to_pandas()
+
+
 def psg_truth(bucket: BucketResource, night: str) -> tuple[np.ndarray, int, np.ndarray, np.ndarray]:
     """PSG stages, count of respiratory events, per-epoch obstructive and any-event masks."""
-    stages = read_parquet(bucket, layout.silver_hypnogram(night)).column("stage_code").to_numpy().astype(np.int8)
-    events = read_parquet(bucket, layout.silver_respiratory_events(night)).to_pandas()
+    return _truth(*_psg_labels(bucket, night))
+
+
+def _truth(stages: np.ndarray, events: pd.DataFrame) -> tuple[np.ndarray, int, np.ndarray, np.ndarray]:
     respiratory = events[events["type"].isin(RESPIRATORY_EVENT_TYPES)]
     obstructive = events[events["type"].isin(OBSTRUCTIVE_TYPES)]
     n = stages.size
@@ -95,8 +104,9 @@ def psg_scores(bucket: BucketResource, night: str) -> dict:
     """Clinical scores of the PSG, by the same function as sunalgo's. A home sleep test (no
     staging) reports AHI/ODI per hour of recording and no staging score; a scoring without any
     event (a bare hypnogram) has no AHI; ODI and arousal index only where they were scored."""
-    stages, n_respiratory, effort, _ = psg_truth(bucket, night)
-    events = read_parquet(bucket, layout.silver_respiratory_events(night)).column("type").to_pylist()
+    stages, scored = _psg_labels(bucket, night)  # read once: the events give the masks and the counts
+    _, n_respiratory, effort, _ = _truth(stages, scored)
+    events = scored["type"].tolist()
     has_staging = load_manifest(bucket, night).psg.has_staging
     desaturations, arousals = events.count(DESATURATION), events.count(AROUSAL)
     return scores.clinical_scores(
