@@ -152,8 +152,9 @@ def _log_evaluations_as_one_batch(context: AssetExecutionContext, evaluations: l
     for i, evaluation in enumerate(evaluations):
         event = DagsterEvent.from_step(  # logs the event
             DagsterEventType.ASSET_CHECK_EVALUATION, step_context, evaluation,
-            message=f"Asset check '{evaluation.check_name}' on '{evaluation.asset_key.to_user_string()}' "
-                    + ("passed." if evaluation.passed else "did not pass."),
+            message=f"Asset check '{evaluation.check_name}' on '{evaluation.asset_key.to_user_string()}' "  # Dagster's words
+                    + ("passed." if evaluation.passed else "did not pass.")
+                    + ("" if evaluation.description is None else f" Description: '{evaluation.description}'"),
             batch_metadata=DagsterEventBatchMetadata(batch_id, i == len(evaluations) - 1),
         )
         context.op_execution_context._events.append(event)  # as log_event: the step's event stream lists it
