@@ -68,9 +68,9 @@ def night_key(i: int) -> str:
 def stage_load(url: str, nights: int, epochs: int) -> dict:
     import numpy as np
 
-    from resources.warehouse import WarehouseResource
+    from resources.sql_warehouse import WarehouseResource
     from sunalgo.features import FEATURE_NAMES
-    from sunrise_assets.warehouse import SCORE_COLUMNS
+    from sunrise_assets.defs.warehouse import SCORE_COLUMNS
 
     wh = WarehouseResource(url=url)
     wh.ensure_schema(FEATURE_NAMES, SCORE_COLUMNS)
@@ -94,7 +94,7 @@ def stage_load(url: str, nights: int, epochs: int) -> dict:
 
 
 def stage_sql(url: str, nights: int, epochs: int) -> dict:
-    from resources.warehouse import WarehouseResource
+    from resources.sql_warehouse import WarehouseResource
     from sunalgo.features import FEATURE_NAMES
 
     wh = WarehouseResource(url=url)
@@ -112,7 +112,7 @@ def stage_sql(url: str, nights: int, epochs: int) -> dict:
 def stage_pandas(url: str, nights: int, epochs: int) -> dict:
     import pandas as pd
 
-    from resources.warehouse import WarehouseResource
+    from resources.sql_warehouse import WarehouseResource
     from sunalgo.features import FEATURE_NAMES
 
     wh = WarehouseResource(url=url)
@@ -120,7 +120,9 @@ def stage_pandas(url: str, nights: int, epochs: int) -> dict:
     t0 = time.perf_counter()
     with wh.engine.connect() as conn:
         long = pd.read_sql_query("SELECT night_id, epoch, feature, value FROM epoch_features_long", conn)
-        labels = pd.read_sql_query("SELECT night_id, epoch, psg_stage, psg_respiratory_event FROM psg_epoch_labels", conn)
+        labels = pd.read_sql_query(
+            "SELECT night_id, epoch, psg_stage, psg_respiratory_event FROM psg_epoch_labels", conn
+        )
     t_read = time.perf_counter()
     wide = long.pivot_table(index=["night_id", "epoch"], columns="feature", values="value", aggfunc="first")
     wide = wide.reindex(columns=list(FEATURE_NAMES)).reset_index()
@@ -131,31 +133,45 @@ def stage_pandas(url: str, nights: int, epochs: int) -> dict:
     with wh.engine.begin() as conn:
         table.to_sql("training_epochs_pandas", conn, if_exists="replace", index=False, chunksize=20_000)
     t_write = time.perf_counter()
-    return {"wall_s": t_write - t0, "rows": len(table), "base_kb": base,
-            "read_s": t_read - t0, "pivot_join_s": t_pivot - t_read, "write_s": t_write - t_pivot}
+    return {
+        "wall_s": t_write - t0,
+        "rows": len(table),
+        "base_kb": base,
+        "read_s": t_read - t0,
+        "pivot_join_s": t_pivot - t_read,
+        "write_s": t_write - t_pivot,
+    }
 
 
 def stage_verify(url: str, nights: int, epochs: int) -> dict:
-    from resources.warehouse import WarehouseResource, identifier
+    from resources.sql_warehouse import WarehouseResource, identifier
     from sunalgo.features import FEATURE_NAMES
 
     wh = WarehouseResource(url=url)
     same = "IS NOT DISTINCT FROM" if wh.dialect == "postgresql" else "IS"
     cols = [*FEATURE_NAMES, "psg_stage", "psg_respiratory_event"]
     cond = " AND ".join(f"t.{identifier(c)} {same} p.{identifier(c)}" for c in cols)
-    identical = wh.query(f"SELECT COUNT(*) AS n FROM training_epochs t JOIN training_epochs_pandas p "
-                         f"ON p.night_id = t.night_id AND p.epoch = t.epoch WHERE {cond}")[0]["n"]
+    identical = wh.query(
+        f"SELECT COUNT(*) AS n FROM training_epochs t JOIN training_epochs_pandas p "
+        f"ON p.night_id = t.night_id AND p.epoch = t.epoch WHERE {cond}"
+    )[0]["n"]
     totals = [wh.query(f"SELECT COUNT(*) AS n FROM {t}")[0]["n"] for t in ("training_epochs", "training_epochs_pandas")]
-    return {"wall_s": 0.0, "rows": identical, "base_kb": _rss_kb(), "sql_rows": totals[0], "pandas_rows": totals[1],
-            "identical": identical == totals[0] == totals[1] == nights * epochs}
+    return {
+        "wall_s": 0.0,
+        "rows": identical,
+        "base_kb": _rss_kb(),
+        "sql_rows": totals[0],
+        "pandas_rows": totals[1],
+        "identical": identical == totals[0] == totals[1] == nights * epochs,
+    }
 
 
 def stage_export(url: str, nights: int, epochs: int) -> dict:
     import pyarrow.parquet  # noqa: F401  (imported before the baseline, like the other stages' libraries)
 
     import sunalgo  # noqa: F401
-    from resources.warehouse import WarehouseResource
-    from sunrise_assets.export import export_training
+    from resources.sql_warehouse import WarehouseResource
+    from sunrise_assets.cli.export import export_training
 
     WarehouseResource(url=url).query("SELECT 1 AS one")  # driver loaded, connection pooled
     base = _rss_kb()
@@ -164,8 +180,13 @@ def stage_export(url: str, nights: int, epochs: int) -> dict:
         manifest = export_training(Path(tmp) / "training.parquet", None, warehouse_url=url)
         wall = time.perf_counter() - t0
         size = (Path(tmp) / "training.parquet").stat().st_size
-    return {"wall_s": wall, "rows": manifest["rows"], "base_kb": base, "parquet_mb": size / 1e6,
-            "server_side_cursor": manifest["stream"]["server_side_cursor"]}
+    return {
+        "wall_s": wall,
+        "rows": manifest["rows"],
+        "base_kb": base,
+        "parquet_mb": size / 1e6,
+        "server_side_cursor": manifest["stream"]["server_side_cursor"],
+    }
 
 
 def run_stage(stage: str, url: str, nights: int, epochs: int) -> None:
@@ -194,18 +215,26 @@ def bench(name: str, url: str, nights: int, epochs: int) -> dict:
     for stage in STAGES:
         results[stage] = r = child(stage, url, nights, epochs)
         if stage == "verify":
-            print(f"  verify   SQL table {r['sql_rows']:,} rows, pandas table {r['pandas_rows']:,} rows, "
-                  f"identical rows {r['rows']:,}: {'IDENTICAL' if r['identical'] else 'DIFFERENT'}", flush=True)
+            print(
+                f"  verify   SQL table {r['sql_rows']:,} rows, pandas table {r['pandas_rows']:,} rows, "
+                f"identical rows {r['rows']:,}: {'IDENTICAL' if r['identical'] else 'DIFFERENT'}",
+                flush=True,
+            )
             continue
         extra = ""
         if stage == "pandas":
-            extra = f"  (read {r['read_s']:.1f} s, pivot+merge {r['pivot_join_s']:.1f} s, write back {r['write_s']:.1f} s)"
+            extra = (
+                f"  (read {r['read_s']:.1f} s, pivot+merge {r['pivot_join_s']:.1f} s, write back {r['write_s']:.1f} s)"
+            )
         if stage == "sql" and r.get("server_peak_kb"):
             extra = f"  (server backend peak RSS {fmt_mb(r['server_peak_kb'])})"
         if stage == "export":
             extra = f"  ({r['parquet_mb']:.0f} MB Parquet, server-side cursor: {r['server_side_cursor']})"
-        print(f"  {stage:<7}  {r['wall_s']:8.1f} s   peak RSS {fmt_mb(r['peak_kb']):>9}   "
-              f"growth {fmt_mb(r['peak_kb'] - r['base_kb']):>9}   {r['rows']:>11,} rows{extra}", flush=True)
+        print(
+            f"  {stage:<7}  {r['wall_s']:8.1f} s   peak RSS {fmt_mb(r['peak_kb']):>9}   "
+            f"growth {fmt_mb(r['peak_kb'] - r['base_kb']):>9}   {r['rows']:>11,} rows{extra}",
+            flush=True,
+        )
     return results
 
 
@@ -213,7 +242,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--nights", type=int, default=500, help="nights to synthesise (default 500)")
     ap.add_argument("--epochs", type=int, default=960, help="epochs per night (default 960: 8 h)")
-    ap.add_argument("--postgres", help="SQLAlchemy URL of an EMPTY PostgreSQL database to use (postgresql+psycopg2://...)")
+    ap.add_argument(
+        "--postgres", help="SQLAlchemy URL of an EMPTY PostgreSQL database to use (postgresql+psycopg2://...)"
+    )
     ap.add_argument("--no-postgres", action="store_true", help="SQLite only")
     ap.add_argument("--no-sqlite", action="store_true", help="PostgreSQL only")
     ap.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)
@@ -223,8 +254,11 @@ def main() -> None:
         run_stage(args.stage, args.url, args.nights, args.epochs)
         return
 
-    print(f"machine: {platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores, "
-          f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, Python {platform.python_version()}")
+    print(
+        f"machine: {platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores, "
+        f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, Python "
+        f"{platform.python_version()}"
+    )
     with tempfile.TemporaryDirectory(prefix="sunrise-bench-") as tmp:
         if not args.no_sqlite:
             bench("SQLite", f"sqlite:///{tmp}/warehouse.sqlite", args.nights, args.epochs)

@@ -60,7 +60,7 @@ def split_gcs_url(url: str) -> tuple[str, str]:
     """``gs://bucket/a/b/`` -> ("bucket", "a/b")."""
     if not url.startswith(GCS_SCHEME):
         raise ValueError(f"{url!r} is not a gs:// url")
-    bucket, _, prefix = url[len(GCS_SCHEME):].partition("/")
+    bucket, _, prefix = url[len(GCS_SCHEME) :].partition("/")
     if not bucket:
         raise ValueError(f"{url!r} names no bucket (expected gs://bucket[/prefix])")
     return bucket, prefix.strip("/")
@@ -129,7 +129,7 @@ class BucketResource(ConfigurableResource):
 
     def _gcs_info(self, blob: Blob) -> ObjectInfo:
         _, prefix = split_gcs_url(self.url)
-        rel = blob.name[len(prefix) + 1:] if prefix else blob.name
+        rel = blob.name[len(prefix) + 1 :] if prefix else blob.name
         return ObjectInfo(
             path=rel,
             size=int(blob.size or 0),
@@ -157,7 +157,9 @@ class BucketResource(ConfigurableResource):
             return
         paths = []
         for dirpath, _dirnames, filenames in os.walk(base):
-            paths += [(Path(dirpath) / n).relative_to(self.root).as_posix() for n in filenames if not n.startswith(".tmp-")]
+            paths += [
+                (Path(dirpath) / n).relative_to(self.root).as_posix() for n in filenames if not n.startswith(".tmp-")
+            ]
         for rel in sorted(paths):
             if rel <= start_after:
                 continue
@@ -184,7 +186,9 @@ class BucketResource(ConfigurableResource):
         blobs = client.list_blobs(name, prefix=full, page_size=self.list_page_size, start_offset=offset)
         for page in blobs.pages:
             for blob in page:
-                if blob.name.endswith("/") or (offset and blob.name == offset):  # folder placeholders; the cursor itself
+                if blob.name.endswith("/") or (
+                    offset and blob.name == offset
+                ):  # folder placeholders; the cursor itself
                     continue
                 yield self._gcs_info(blob)
 
@@ -203,8 +207,13 @@ class BucketResource(ConfigurableResource):
         if not target.is_file():
             return None
         st = target.stat()
-        return ObjectInfo(path.strip("/"), st.st_size, f"{st.st_mtime_ns}-{st.st_size}", st.st_mtime,
-                          hashlib.md5(target.read_bytes()).hexdigest())
+        return ObjectInfo(
+            path.strip("/"),
+            st.st_size,
+            f"{st.st_mtime_ns}-{st.st_size}",
+            st.st_mtime,
+            hashlib.md5(target.read_bytes()).hexdigest(),
+        )
 
     def read_bytes(self, path: str) -> bytes:
         if self.is_gcs:
@@ -238,8 +247,13 @@ class BucketResource(ConfigurableResource):
             Path(tmp).unlink(missing_ok=True)
             raise
         st = target.stat()
-        return ObjectInfo(path=path.strip("/"), size=st.st_size, generation=f"{st.st_mtime_ns}-{st.st_size}",
-                          updated=st.st_mtime, md5=hashlib.md5(data).hexdigest())
+        return ObjectInfo(
+            path=path.strip("/"),
+            size=st.st_size,
+            generation=f"{st.st_mtime_ns}-{st.st_size}",
+            updated=st.st_mtime,
+            md5=hashlib.md5(data).hexdigest(),
+        )
 
     def _gcs_write(self, path: str, data: bytes, *, expected_generation: int | None = None) -> ObjectInfo:
         from google.api_core.exceptions import PreconditionFailed
@@ -272,7 +286,9 @@ class BucketResource(ConfigurableResource):
         (None: it must not exist). GCS only; raises ``ConcurrentWriteError`` otherwise."""
         if not self.is_gcs:
             raise ValueError("replace_bytes with a generation precondition is for the GCS backend")
-        return self._gcs_write(path, data, expected_generation=0 if expected_generation is None else int(expected_generation))
+        return self._gcs_write(
+            path, data, expected_generation=0 if expected_generation is None else int(expected_generation)
+        )
 
     def delete(self, path: str) -> bool:
         """Delete one object; False when it did not exist."""
@@ -316,5 +332,6 @@ class BucketResource(ConfigurableResource):
 
 def _content_type(path: str) -> str:
     suffix = path.rsplit(".", 1)[-1].lower() if "." in path else ""
-    return {"json": "application/json", "parquet": "application/vnd.apache.parquet"}.get(suffix, "application/octet-stream")
-
+    return {"json": "application/json", "parquet": "application/vnd.apache.parquet"}.get(
+        suffix, "application/octet-stream"
+    )

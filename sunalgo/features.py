@@ -25,112 +25,133 @@ class FeatureSpec:
 
 FEATURES: tuple[FeatureSpec, ...] = (
     FeatureSpec(
-        "breath_amp_acc", "g",
+        "breath_amp_acc",
+        "g",
         "Breathing amplitude on the accelerometer: standard deviation (RMS about the mean) of the "
         "breathing-band jaw signal over the epoch; a pure sine of amplitude A gives A/sqrt(2). Deep "
         "sleep (N3) breathes larger, REM atonia smaller, central apneas are flat.",
     ),
     FeatureSpec(
-        "breath_amp_gyro", "deg/s",
+        "breath_amp_gyro",
+        "deg/s",
         "Breathing amplitude on the gyroscope: RMS of the breathing-band jaw rotation speed. A second, "
         "gravity-independent view of the same respiratory jaw motion.",
     ),
     FeatureSpec(
-        "breath_amp_rel", "log2 ratio",
+        "breath_amp_rel",
+        "log2 ratio",
         "log2 of the epoch's accelerometer breathing amplitude over the night's median epoch amplitude: "
         "normalises amplitude between people and sensor placements (0 = typical for this night, -1 = half).",
     ),
     FeatureSpec(
-        "breath_min_amp_rel", "log2 ratio",
+        "breath_min_amp_rel",
+        "log2 ratio",
         "log2 of the smallest breathing amplitude among the epoch's three 10-s thirds over the night median: "
         "very negative when breathing stops for >=10 s (apnea, especially central apnea with a flat signal).",
     ),
     FeatureSpec(
-        "breath_amp_change", "log2 ratio",
+        "breath_amp_change",
+        "log2 ratio",
         "log2 of this epoch's breathing amplitude over the previous epoch's (0 when the previous epoch has "
         "no signal): large swings mark apnea/recovery cycles and sleep-wake transitions.",
     ),
     FeatureSpec(
-        "breath_env_cv", "1",
+        "breath_env_cv",
+        "1",
         "Coefficient of variation (std / mean) of the breathing envelope within the epoch: breath-to-breath "
         "amplitude variability. Low in regular N2/N3 breathing, high in wake, REM and during events.",
     ),
     FeatureSpec(
-        "effort_trend", "1/min",
+        "effort_trend",
+        "1/min",
         "Least-squares slope of the breathing envelope over the epoch, relative to its mean, per minute: "
         "positive for a crescendo of respiratory effort, typical of an obstructive apnea/hypopnea before "
         "its terminating arousal.",
     ),
     FeatureSpec(
-        "breath_rate", "breaths/min",
+        "breath_rate",
+        "breaths/min",
         "Dominant breathing frequency in 0.1-0.7 Hz: peak of the Hann-windowed power spectrum of the "
         "accelerometer and gyroscope breathing signals (each normalised), refined by parabolic "
         "interpolation. Slower and steadier in N3, faster and variable in wake/REM.",
     ),
     FeatureSpec(
-        "breath_regularity", "1",
+        "breath_regularity",
+        "1",
         "Share of the breathing-band power within +-0.07 Hz of the dominant breathing frequency "
         "(spectral peak / band power): near 1 for very regular breathing (N3), low for irregular (W, REM).",
     ),
     FeatureSpec(
-        "breath_autocorr", "1",
+        "breath_autocorr",
+        "1",
         "Highest autocorrelation of the accelerometer breathing signal at lags of one plausible breath "
         "(1.4-10 s): how well each breath repeats the previous one; regular NREM breathing is near 1.",
     ),
     FeatureSpec(
-        "breath_acc_gyro_coherence", "1",
+        "breath_acc_gyro_coherence",
+        "1",
         "Band coherence of the accelerometer and gyroscope breathing signals (|cross-spectrum| over the "
         "geometric mean of the powers, 0.1-0.7 Hz, insensitive to their phase lag): high when both sensors "
         "see the same respiratory jaw motion, low when movement or noise dominates.",
     ),
     FeatureSpec(
-        "move_acc_rms", "g",
+        "move_acc_rms",
+        "g",
         "RMS of the high-frequency accelerometer movement signal (zero-phase high-pass, norm of 3 axes): "
         "body and jaw movement; high in wake and at arousals, zero for a motionless sensor.",
     ),
     FeatureSpec(
-        "move_gyro_rms", "deg/s",
+        "move_gyro_rms",
+        "deg/s",
         "RMS of the high-frequency gyroscope movement signal: rotational jaw/head movement, the most "
         "sensitive wake and arousal marker.",
     ),
     FeatureSpec(
-        "move_burst_frac", "1",
+        "move_burst_frac",
+        "1",
         "Fraction of the epoch's samples whose gyroscope movement exceeds 4x the night's median epoch "
         "movement RMS: share of time in movement bursts (wake, arousals ending respiratory events, REM twitches).",
     ),
     FeatureSpec(
-        "move_context", "deg/s",
+        "move_context",
+        "deg/s",
         "Mean gyroscope movement RMS over the 5 epochs centred on this one (epochs without signal "
         "ignored): local activity context, separates sustained wake from an isolated arousal.",
     ),
     FeatureSpec(
-        "jaw_open_mean", "g",
+        "jaw_open_mean",
+        "g",
         "Mean jaw opening over the epoch (slow accelerometer shift along the mouth-opening axis relative to "
         "the rolling 10-min baseline; ~radians for small angles): the mouth falls open during obstructive "
         "events and deep relaxation.",
     ),
     FeatureSpec(
-        "jaw_open_range", "g",
+        "jaw_open_range",
+        "g",
         "Peak-to-peak jaw opening within the epoch: a jaw that opens and snaps shut (apnea then arousal) "
         "moves a lot, a stable jaw does not.",
     ),
     FeatureSpec(
-        "head_pitch", "deg",
+        "head_pitch",
+        "deg",
         "Pitch angle of the sensor from the epoch's mean gravity vector, atan2(-gx, sqrt(gy^2+gz^2)): "
         "head flexion/extension and body position; supine vs lateral position modulates obstruction.",
     ),
     FeatureSpec(
-        "head_roll", "deg",
+        "head_roll",
+        "deg",
         "Roll angle of the sensor from the epoch's mean gravity vector, atan2(gy, gz): head tilt to a side, "
         "lateral vs supine sleeping position.",
     ),
     FeatureSpec(
-        "position_change", "deg",
+        "position_change",
+        "deg",
         "Angle between this epoch's and the previous epoch's mean gravity vectors (0 when the previous "
         "epoch has no signal): head/body position changes, which happen in wake and at arousals.",
     ),
     FeatureSpec(
-        "time_of_night", "1",
+        "time_of_night",
+        "1",
         "Fraction of the scored night elapsed at the epoch's centre (0 = lights off, 1 = lights on): N3 "
         "concentrates early in the night, REM late.",
     ),

@@ -1,6 +1,6 @@
 """Sleep-stage and respiratory-event predictions from epoch features.
 
-Model (parameters in the versioned data file ``sunalgo/model/params.json``):
+Model (parameters in the versioned data file ``sunalgo/model_params/params.json``):
 
 1. Robust standardisation of each feature (median, IQR/1.349), softly clipped with
    ``s * tanh(z / s)`` so a huge movement burst cannot dominate a linear model.
@@ -39,7 +39,7 @@ from sunalgo.features import FEATURE_NAMES
 from sunalgo.labels import STAGES
 
 MODEL_FORMAT = "sunalgo-stage-model/1"
-DEFAULT_PARAMS_PATH = Path(__file__).resolve().parent / "model" / "params.json"
+DEFAULT_PARAMS_PATH = Path(__file__).resolve().parent / "model_params" / "params.json"
 CONTEXT_OFFSETS: tuple[int, ...] = (-1, 0, 1)
 SQUASH = 4.0  # standardised values are softly limited to +-4
 N_STAGES = len(STAGES)
@@ -209,7 +209,7 @@ def model_from_params(params: Mapping[str, Any], path: Path | str = "<params>") 
 
 
 def load_model(path: Path | None = None) -> StageModel:
-    """Load model parameters (default: ``sunalgo/model/params.json``); cached until the file changes."""
+    """Load model parameters (default: ``sunalgo/model_params/params.json``); cached until the file changes."""
     path = Path(path) if path is not None else DEFAULT_PARAMS_PATH
     try:
         stat = path.stat()
@@ -242,7 +242,6 @@ def predict(features: np.ndarray, model: StageModel | None = None) -> Prediction
     x = np.asarray(features, dtype=np.float64)
     if x.ndim != 2 or x.shape[1] != len(FEATURE_NAMES):
         raise ValueError(f"features must have shape (n_epochs, {len(FEATURE_NAMES)}), got {x.shape}")
-    n = x.shape[0]
     inputs, valid = _inputs(x, model.center, model.scale, model.squash, model.context_offsets)
 
     proba_raw = _softmax(inputs @ model.stage_weights + model.stage_bias)
@@ -287,8 +286,9 @@ def _fit_softmax(x: np.ndarray, y: np.ndarray, n_classes: int, l2: float) -> tup
         grad_w = x.T @ g + 2.0 * l2 * w
         return float(loss), np.concatenate([grad_w.ravel(), g.sum(axis=0)])
 
-    res = minimize(objective, np.zeros(d * n_classes + n_classes), jac=True, method="L-BFGS-B",
-                   options={"maxiter": 2000})
+    res = minimize(
+        objective, np.zeros(d * n_classes + n_classes), jac=True, method="L-BFGS-B", options={"maxiter": 2000}
+    )
     return res.x[: d * n_classes].reshape(d, n_classes), res.x[d * n_classes :], bool(res.success)
 
 
@@ -459,8 +459,11 @@ def fit(
         order = np.random.default_rng(seed).permutation(n_nights)
         hold, train = sorted(order[:n_hold].tolist()), sorted(order[n_hold:].tolist())
         split_params, _ = _fit_params(
-            [features[i] for i in train], [stages[i] for i in train], [resp_masks[i] for i in train],
-            [counts[i] for i in train], l2,
+            [features[i] for i in train],
+            [stages[i] for i in train],
+            [resp_masks[i] for i in train],
+            [counts[i] for i in train],
+            l2,
         )
         held_out = _stage_metrics(split_params, [features[i] for i in hold], [stages[i] for i in hold])
 

@@ -182,8 +182,9 @@ def _check_dropouts(acc: np.ndarray, rate_hz: float) -> None:
     if gaps.any():
         i = int(np.argmax(lengths))
         raise ValueError(
-            f"accelerometer reads exactly 0 on every axis for {lengths[i] / rate_hz:.1f} s from {starts[i] / rate_hz:.1f} s "
-            f"after the start ({int(gaps.sum())} such gap(s), {lengths[gaps].sum() / rate_hz:.1f} s in all): the sensor "
+            f"accelerometer reads exactly 0 on every axis for {lengths[i] / rate_hz:.1f} s from "
+            f"{starts[i] / rate_hz:.1f} s after the start ({int(gaps.sum())} such gap(s), "
+            f"{lengths[gaps].sum() / rate_hz:.1f} s in all): the sensor "
             "stopped recording and the gap was filled with zeros"
         )
 
@@ -399,8 +400,17 @@ def preprocess_arrays(
     envelope = _envelope_of_block_means(_block_means(breath[0], q), q)
     slow_native = _upsample(np.vstack([envelope, gravity, jaw]), q, n)
     grid = _to_grid(np.vstack([fast, slow_native]), rate, grid_start_offset_s, n_out)
-    order = ("acc_breath", "gyro_breath", "acc_movement", "gyro_movement", "acc_breath_envelope",
-             "gravity_x", "gravity_y", "gravity_z", "jaw_opening")
+    order = (
+        "acc_breath",
+        "gyro_breath",
+        "acc_movement",
+        "gyro_movement",
+        "acc_breath_envelope",
+        "gravity_x",
+        "gravity_y",
+        "gravity_z",
+        "jaw_opening",
+    )
     out = dict(zip(order, grid))
     return {name: out[name] for name in SIGNAL_CHANNELS}
 

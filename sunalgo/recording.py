@@ -163,8 +163,7 @@ def wire_problem(data: bytes, descriptor, where: str = "") -> str | None:
             if size < 0:
                 return f"corrupt data: invalid length of field {name} at byte {at}"
         if i + size > len(data):
-            return (f"truncated: field {name} announces {size} bytes but {len(data) - i} remain "
-                    "(a cut-off upload?)")
+            return f"truncated: field {name} announces {size} bytes but {len(data) - i} remain (a cut-off upload?)"
         payload, i = data[i : i + size], i + size
         if field is None or wire_type != 2:
             continue

@@ -1,56 +1,10 @@
-"""The code location: every asset, the job, the sensors, the resources."""
+"""The code location Dagster loads (workspace.yaml, the Dockerfile, `dagster job execute -m`).
 
-from dagster import Definitions, in_process_executor
+Everything it holds is assembled in ``sunrise_assets.defs.code_location``.
+"""
 
-from resources.bucket import BucketResource
-from resources.cloud_run.executor import executor_from_env
-from resources.warehouse import WarehouseResource
-from sunrise_assets import catalog, settings
-from sunrise_assets.automation import automation_sensor
-from sunrise_assets.bronze import bronze_night
-from sunrise_assets.gold import clinical_scores, epoch_features, epoch_predictions, psg_agreement
-from sunrise_assets.jobs import nightly_pipeline, validation_job
-from sunrise_assets.raw import raw_night
-from sunrise_assets.sensors import raw_bucket_sensor
-from sunrise_assets.silver import psg_labels, silver_signals
-from sunrise_assets.summary import validation_summary
-from sunrise_assets.warehouse import epoch_features_long, night_scores, psg_epoch_labels, training_epochs
+from sunrise_assets.defs.code_location import ASSETS, build_defs, make_resources
 
-ASSETS = [
-    raw_night,
-    bronze_night,
-    silver_signals,
-    psg_labels,
-    epoch_features,
-    epoch_predictions,
-    clinical_scores,
-    psg_agreement,
-    epoch_features_long,
-    psg_epoch_labels,
-    training_epochs,
-    night_scores,
-    validation_summary,
-]
-
-
-def make_resources() -> dict[str, object]:
-    return {
-        "bucket": BucketResource(url=settings.bucket_url()),
-        "warehouse": WarehouseResource(url=settings.warehouse_url()),
-    }
-
-
-def build_defs() -> Definitions:
-    """Definitions with resources read from the environment now (the CLI and tests switch it)."""
-    return Definitions(
-        assets=catalog.annotate(ASSETS),  # owners, storage kinds, column schemas (catalog.py)
-        jobs=[nightly_pipeline, validation_job],
-        sensors=[raw_bucket_sensor, automation_sensor],
-        resources=make_resources(),
-        # Backfills and automation runs use this executor (not the job's): in-process, as the job,
-        # since a process per step costs more than the step. SUNRISE_EXECUTOR=cloud_run: Cloud Run executions.
-        executor=executor_from_env(in_process_executor),
-    )
-
+__all__ = ["ASSETS", "build_defs", "defs", "make_resources"]
 
 defs = build_defs()

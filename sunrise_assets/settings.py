@@ -21,6 +21,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # Here, not in partitions.py, so that the CLI's defaults need no Dagster import.
 NIGHTS_PER_RUN = 100
 
+# The embedded instance's event log storage (dagster.yaml). Work directories made before it moved
+# into sunrise_assets.dagster_internals name the old module: use_workdir rewrites that one line.
+EVENT_LOG_MODULE = "module: sunrise_assets.dagster_internals.sqlite_event_log"
+OLD_EVENT_LOG_MODULE = "module: sunrise_assets.event_log\n"
+
 
 def workdir() -> Path:
     return Path(os.environ.get("SUNRISE_WORKDIR", ".sunrise")).expanduser().resolve()
@@ -47,3 +52,7 @@ def use_workdir(path: Path) -> None:
     target = home / "dagster.yaml"
     if not target.exists():
         target.write_text((REPO_ROOT / "dagster.yaml").read_text())
+        return
+    text = target.read_text()
+    if OLD_EVENT_LOG_MODULE in text:  # an instance made before the move of the event log (same class, same files)
+        target.write_text(text.replace(OLD_EVENT_LOG_MODULE, EVENT_LOG_MODULE + "\n"))

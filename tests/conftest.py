@@ -54,8 +54,8 @@ def ingested(pipeline_env):
     from dagster import DagsterInstance
 
     from resources.bucket import BucketResource
-    from sunrise_assets.generate import generate_bucket
-    from sunrise_assets.ingest import ingest
+    from sunrise_assets.lib.ingest import ingest
+    from sunrise_assets.synthetic.generate import generate_bucket
 
     bucket_dir = pipeline_env / "bucket"
     generation = generate_bucket(bucket_dir, 5, seed=11)
@@ -104,3 +104,38 @@ def fake_gcs():
             yield server
     finally:
         server.stop()
+
+
+# --- the two tiers ----------------------------------------------------------------------------
+# Quick tier: `uv run pytest -m "not slow"`, every test that starts no server process, in about
+# two minutes on 2 cores. The full suite (the README's test command, what CI runs) includes these.
+
+SERVER_FIXTURES = {"postgres", "fake_gcs"}
+# Modules whose tests start servers themselves (dagster daemon or webserver, the Cloud Run fake,
+# Chromium, subprocess pipelines) or run many nights.
+SLOW_MODULES = {
+    "test_bench",
+    "test_browser",
+    "test_cloud_run_config",
+    "test_cloud_run_deploy",
+    "test_cloud_run_executor",
+    "test_cloud_run_fake",
+    "test_cloud_run_launcher",
+    "test_crash_safety",
+    "test_daemon_flow",
+    "test_gcs_bucket",
+    "test_postgres_equivalence",
+    "test_postgres_export",
+    "test_postgres_instance",
+    "test_postgres_warehouse",
+    "test_sensor",
+    "test_training",
+    "test_bad_inputs",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.module.__name__.rpartition(".")[2] if item.module else ""
+        if module in SLOW_MODULES or SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

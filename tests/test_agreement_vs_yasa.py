@@ -27,7 +27,8 @@ def sri():
     for subject, night in df.groupby("subject"):
         ref, dev = night["reference"].to_numpy(), night["device"].to_numpy()
         nights[subject] = {
-            "ref": np.vectorize(SRI_TO_STAGE.get)(ref), "dev": np.vectorize(SRI_TO_STAGE.get)(dev),
+            "ref": np.vectorize(SRI_TO_STAGE.get)(ref),
+            "dev": np.vectorize(SRI_TO_STAGE.get)(dev),
             "ref4": yasa.Hypnogram([SRI_TO_YASA[c] for c in ref.tolist()], n_stages=4, scorer="PSG"),
             "dev4": yasa.Hypnogram([SRI_TO_YASA[c] for c in dev.tolist()], n_stages=4, scorer="Device"),
         }
@@ -73,8 +74,14 @@ def test_score_bias_and_bland_altman_match_sleep_stats_agreement(sri, caplog):
             assert bias[ours_key] == pytest.approx(expected, abs=0.01), (subject, ours_key)
     summary_ours = validation_summary(ref_scores, dev_scores)
     for ours_key, stat in YASA_BIAS.items():
-        ba = summary_ours[{"tst_bias_min": "total_sleep_time_min", "se_bias_pct": "sleep_efficiency_pct",
-                           "sol_bias_min": "sleep_onset_latency_min", "waso_bias_min": "waso_min"}[ours_key]]
+        ba = summary_ours[
+            {
+                "tst_bias_min": "total_sleep_time_min",
+                "se_bias_pct": "sleep_efficiency_pct",
+                "sol_bias_min": "sleep_onset_latency_min",
+                "waso_bias_min": "waso_min",
+            }[ours_key]
+        ]
         assert ba["n"] == 3
         for ours_col, yasa_col in (("bias", "bias_mean"), ("loa_lower", "loa_lower"), ("loa_upper", "loa_upper")):
             assert ba[ours_col] == pytest.approx(summary.loc[stat, (yasa_col, "center")], abs=0.01), (stat, ours_col)
@@ -98,7 +105,13 @@ def test_four_class_kappa_with_n1_against_sklearn():
 
 
 def test_bland_altman_edge_cases():
-    assert bland_altman(np.array([]), np.array([])) == {"n": 0, "bias": None, "sd": None, "loa_lower": None, "loa_upper": None}
+    assert bland_altman(np.array([]), np.array([])) == {
+        "n": 0,
+        "bias": None,
+        "sd": None,
+        "loa_lower": None,
+        "loa_upper": None,
+    }
     one = bland_altman(np.array([400.0, np.nan]), np.array([410.0, 300.0]))
     assert one["n"] == 1 and one["bias"] == 10.0 and one["sd"] is None and one["loa_upper"] is None
     ba = bland_altman(np.array([1.0, 2.0, 3.0]), np.array([2.0, 2.0, 5.0]))

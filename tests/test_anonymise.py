@@ -2,8 +2,15 @@ from datetime import date, datetime
 
 import pytest
 
-from sunrise_assets.anonymise import (
-    DEMO_KEY, KEY_ENV, MissingKeyError, Pseudonymizer, load_key, night_date, night_key, validate_night_key,
+from sunrise_assets.domain.anonymise import (
+    DEMO_KEY,
+    KEY_ENV,
+    MissingKeyError,
+    Pseudonymizer,
+    load_key,
+    night_date,
+    night_key,
+    validate_night_key,
 )
 
 

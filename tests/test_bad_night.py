@@ -22,11 +22,11 @@ def test_unknown_stage_label_fails_that_night_only(env):
     from dagster import DagsterInstance
 
     from resources.bucket import BucketResource
-    from sunrise_assets.anonymise import Pseudonymizer
-    from sunrise_assets.generate import generate_bucket
-    from sunrise_assets.ingest import ingest
-    from sunrise_assets.nights import night_sources
-    from sunrise_assets.pairing import scan_bucket
+    from sunrise_assets.domain.anonymise import Pseudonymizer
+    from sunrise_assets.domain.pairing import scan_bucket
+    from sunrise_assets.domain.raw_nights import night_sources
+    from sunrise_assets.lib.ingest import ingest
+    from sunrise_assets.synthetic.generate import generate_bucket
 
     generation = generate_bucket(env / "bucket", 4, seed=3)
     bad = generation.nights[1]
@@ -36,7 +36,10 @@ def test_unknown_stage_label_fails_that_night_only(env):
     edf.write_bytes(data.replace(b"Sleep stage R", b"Sleep stage Q"))  # same length: a valid EDF+
 
     bucket = BucketResource(url=str(env / "bucket"))
-    keys = {pair.recording.path: key for key, pair in night_sources(scan_bucket(bucket).nights, Pseudonymizer(TEST_KEY.encode()))}
+    keys = {
+        pair.recording.path: key
+        for key, pair in night_sources(scan_bucket(bucket).nights, Pseudonymizer(TEST_KEY.encode()))
+    }
     bad_key = keys[bad.recording_path]
 
     with DagsterInstance.get() as instance:

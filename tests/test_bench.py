@@ -8,8 +8,17 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-PHASE_FIGURES = ("nights", "wall_s", "cpu_s", "nights_per_s", "cpu_s_per_night", "peak_rss", "method",
-                 "load_average_before", "load_average_after")
+PHASE_FIGURES = (
+    "nights",
+    "wall_s",
+    "cpu_s",
+    "nights_per_s",
+    "cpu_s_per_night",
+    "peak_rss",
+    "method",
+    "load_average_before",
+    "load_average_after",
+)
 
 
 def test_bench_writes_every_figure(tmp_path):
@@ -17,15 +26,40 @@ def test_bench_writes_every_figure(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SUNRISE_", "DAGSTER_"))}
     env["SUNRISE_WORKDIR"] = str(tmp_path / "work")
     proc = subprocess.run(
-        [sys.executable, "-m", "sunrise_assets.cli", "bench", "--nights", "3", "--naive-nights", "1",
-         "--workdir", str(tmp_path / "bench"), "--json", str(out)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            "-m",
+            "sunrise_assets.cli",
+            "bench",
+            "--nights",
+            "3",
+            "--naive-nights",
+            "1",
+            "--workdir",
+            str(tmp_path / "bench"),
+            "--json",
+            str(out),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(out.read_text())
 
     assert result["nights"] == 3
-    for key in ("hostname", "cpu", "cores", "memory_gib", "python", "dagster", "load_average_at_start", "load_average_at_end"):
+    for key in (
+        "hostname",
+        "cpu",
+        "cores",
+        "memory_gib",
+        "python",
+        "dagster",
+        "load_average_at_start",
+        "load_average_at_end",
+    ):
         assert key in result["machine"], key
     for phase in ("floor", "platform", "naive"):
         for key in PHASE_FIGURES:
@@ -37,12 +71,26 @@ def test_bench_writes_every_figure(tmp_path):
     assert result["naive"]["extrapolated"] is True and result["naive"]["extrapolated_wall_s_for_all_nights"] > 0
 
     # Where time goes: every asset step, from the materializations' night_wall_s / night_cpu_s metadata.
-    steps = {"bronze_night", "silver_signals", "psg_labels", "epoch_features", "epoch_predictions", "clinical_scores",
-             "psg_agreement", "epoch_features_long", "psg_epoch_labels", "training_epochs", "night_scores"}
+    steps = {
+        "bronze_night",
+        "silver_signals",
+        "psg_labels",
+        "epoch_features",
+        "epoch_predictions",
+        "clinical_scores",
+        "psg_agreement",
+        "epoch_features_long",
+        "psg_epoch_labels",
+        "training_epochs",
+        "night_scores",
+    }
     for phase in ("floor", "platform"):
         share = result[phase]["asset_time_share"]
         assert steps <= set(share), (phase, steps - set(share))
-        assert all(share[s]["cpu_s"] is not None and share[s]["wall_share_pct"] is not None for s in steps), (phase, share)
+        assert all(share[s]["cpu_s"] is not None and share[s]["wall_share_pct"] is not None for s in steps), (
+            phase,
+            share,
+        )
         assert sum(share[s]["cpu_s"] for s in steps) > 0, (phase, share)
 
     inc = result["incremental"]

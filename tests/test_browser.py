@@ -58,11 +58,12 @@ def platform(tmp_path_factory):
 
     from resources.bucket import BucketResource
     from sunrise_assets import settings
-    from sunrise_assets.anonymise import Pseudonymizer, load_key
-    from sunrise_assets.generate import generate_bucket
-    from sunrise_assets.ingest import done_nights, run_batch
-    from sunrise_assets.nights import reconcile, register
-    from sunrise_assets.pairing import scan_bucket
+    from sunrise_assets.domain.anonymise import Pseudonymizer, load_key
+    from sunrise_assets.domain.pairing import scan_bucket
+    from sunrise_assets.domain.raw_nights import reconcile
+    from sunrise_assets.lib.ingest import done_nights, run_batch
+    from sunrise_assets.lib.night_registry import register
+    from sunrise_assets.synthetic.generate import generate_bucket
 
     work = tmp_path_factory.mktemp("browser")
     env = embedded_env(work)
@@ -117,7 +118,7 @@ def page(webserver):
 def test_lineage_reads_bronze_silver_gold_warehouse(page, webserver, screenshots):
     page.goto(f"{webserver.url}/asset-groups")
     groups = {g: page.locator(f'[data-tooltip="{g}"]') for g in ("raw", *LAYERS)}
-    for name, node in groups.items():
+    for _name, node in groups.items():
         node.first.wait_for(state="visible")
     page.wait_for_timeout(500)  # the graph animates into place
     page.screenshot(path=screenshots / "01_lineage_layers.png")
@@ -194,7 +195,7 @@ def test_materialize_a_new_night_from_the_ui(page, webserver, platform, screensh
     page.goto(f"{webserver.url}{run_path}")
     try:
         page.get_by_text("Success", exact=True).first.wait_for(state="visible", timeout=180_000)
-    except Exception:
+    except Exception:  # noqa: BLE001 (any failure of the wait: keep the screenshot and the webserver log)
         page.screenshot(path=screenshots / "06_run_failed.png")
         raise AssertionError(f"the run did not succeed in 180 s; webserver log:\n{webserver.log_tail()}") from None
     assert page.get_by_text(f"partition: {night}").count() >= 1

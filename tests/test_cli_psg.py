@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from sunalgo.scores import SCORE_NAMES
-from sunrise_assets.cli import app
+from sunrise_assets.cli.app import app
 from tests.conftest import real_file
 
 runner = CliRunner()
@@ -44,14 +44,19 @@ def test_json_report_of_an_integer_hypnogram_with_its_coding():
 
 def test_home_sleep_test_scores_are_null(tmp_path):
     path = tmp_path / "hst.csv"
-    rows = ["Heure de début,Heure de fin,Événement,Durée,", "[],[],[],[s],",
-            "31/12/2023 23:59:40,31/12/2023 23:59:40,Début de l'analyse,0,",
-            "01/01/2024 00:10:00,01/01/2024 00:10:15,A. Obstructive,15,",
-            "01/01/2024 01:00:00,01/01/2024 01:00:12,Hypopnée,12,",
-            "01/01/2024 01:59:30,01/01/2024 01:59:40,Désat,10,"]
+    rows = [
+        "Heure de début,Heure de fin,Événement,Durée,",
+        "[],[],[],[s],",
+        "31/12/2023 23:59:40,31/12/2023 23:59:40,Début de l'analyse,0,",
+        "01/01/2024 00:10:00,01/01/2024 00:10:15,A. Obstructive,15,",
+        "01/01/2024 01:00:00,01/01/2024 01:00:12,Hypopnée,12,",
+        "01/01/2024 01:59:30,01/01/2024 01:59:40,Désat,10,",
+    ]
     path.write_bytes(("\r\n".join(rows) + "\r\n").encode("utf-16"))
     report = inspect_json(str(path))
-    assert report["epochs"] == 0 and report["stage_counts"] == dict.fromkeys(["W", "N1", "N2", "N3", "REM", "unscored"], 0)
+    assert report["epochs"] == 0 and report["stage_counts"] == dict.fromkeys(
+        ["W", "N1", "N2", "N3", "REM", "unscored"], 0
+    )
     assert report["scores"]["total_sleep_time_min"] is None and report["scores"]["sleep_efficiency_pct"] is None
     assert report["scores"]["ahi"] == pytest.approx(2 / 2.0)  # 2 events over the 2 h recorded
 
@@ -64,17 +69,25 @@ def test_human_output():
     assert "W 171" in result.stdout and "hypopnea 175" in result.stdout and "total_sleep_time_min" in result.stdout
 
 
-@pytest.mark.parametrize("args, message", [
-    (["{yasa}"], "integer hypnogram: its stage coding must be stated"),
-    (["{yasa}", "--stage-coding", "aasm"], "unknown stage coding 'aasm'"),
-    (["/nonexistent/study.xml"], "cannot read /nonexistent/study.xml"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["{yasa}"], "integer hypnogram: its stage coding must be stated"),
+        (["{yasa}", "--stage-coding", "aasm"], "unknown stage coding 'aasm'"),
+        (["/nonexistent/study.xml"], "cannot read /nonexistent/study.xml"),
+    ],
+)
 def test_user_errors_are_one_red_line(args, message):
     yasa_file = str(real_file("yasa", "data_full_6hrs_100Hz_hypno_30s.txt"))
     args = [a.replace("{yasa}", yasa_file) for a in args]
     env = {**os.environ, "COLUMNS": "400"}
-    proc = subprocess.run([sys.executable, "-c", "from sunrise_assets.cli import main; main()", "psg", "inspect", *args],
-                          capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", "from sunrise_assets.cli.app import main; main()", "psg", "inspect", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()

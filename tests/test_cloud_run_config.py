@@ -26,7 +26,8 @@ def test_cloud_run_instance_config_extends_the_postgres_one():
     cloudrun, postgres = _yaml("deploy/dagster.cloudrun.yaml"), _yaml("deploy/dagster.yaml")
     assert cloudrun["storage"] == postgres["storage"]  # one PostgreSQL configuration, kept equal
     assert cloudrun["run_launcher"] == {
-        "module": "resources.cloud_run.run_launcher", "class": "CloudRunRunLauncher",
+        "module": "resources.cloud_run.run_launcher",
+        "class": "CloudRunRunLauncher",
         "config": cloudrun["run_launcher"]["config"],
     }
     assert "api_endpoint" not in cloudrun["run_launcher"]["config"]  # production: the real API
@@ -40,8 +41,13 @@ def test_production_clients_use_the_real_api(monkeypatch):
     monkeypatch.setattr(google.auth, "default", lambda *a, **k: (AnonymousCredentials(), "sunrise-prod"))
     clients = make_clients(None)
     assert clients.jobs.api_endpoint == "run.googleapis.com" and clients.jobs.transport.kind == "grpc"
-    launcher = CloudRunRunLauncher(project="p", region="r", job_name_by_code_location={"sunrise": "sunrise-runs"},
-                                   run_job_retry={"wait": 1, "timeout": 5}, run_timeout=60)
+    launcher = CloudRunRunLauncher(
+        project="p",
+        region="r",
+        job_name_by_code_location={"sunrise": "sunrise-runs"},
+        run_job_retry={"wait": 1, "timeout": 5},
+        run_timeout=60,
+    )
     assert launcher._clients is None  # loading the instance needs no credentials
     assert launcher.jobs_client.api_endpoint == "run.googleapis.com"
 
@@ -50,11 +56,19 @@ def test_the_executor_switch(monkeypatch):
     """SUNRISE_EXECUTOR=cloud_run moves the steps of nightly_pipeline and of backfills to Cloud Run."""
     monkeypatch.delenv("SUNRISE_EXECUTOR", raising=False)
     assert executor_from_env() is None
-    code = ("from sunrise_assets.definitions import defs; "
-            "print(defs.resolve_job_def('nightly_pipeline').executor_def.name, "
-            "defs.resolve_implicit_global_asset_job_def().executor_def.name)")
-    env = {**os.environ, "SUNRISE_EXECUTOR": "cloud_run", "SUNRISE_GCP_PROJECT": "p", "SUNRISE_CLOUD_RUN_REGION": "r",
-           "SUNRISE_CLOUD_RUN_JOB": "sunrise-runs", "SUNRISE_WORKDIR": "/tmp/sunrise-executor-switch"}
+    code = (
+        "from sunrise_assets.definitions import defs; "
+        "print(defs.resolve_job_def('nightly_pipeline').executor_def.name, "
+        "defs.resolve_implicit_global_asset_job_def().executor_def.name)"
+    )
+    env = {
+        **os.environ,
+        "SUNRISE_EXECUTOR": "cloud_run",
+        "SUNRISE_GCP_PROJECT": "p",
+        "SUNRISE_CLOUD_RUN_REGION": "r",
+        "SUNRISE_CLOUD_RUN_JOB": "sunrise-runs",
+        "SUNRISE_WORKDIR": "/tmp/sunrise-executor-switch",
+    }
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["cloud_run", "cloud_run"], out.stderr
     monkeypatch.setenv("SUNRISE_EXECUTOR", "cloud_run")

@@ -7,9 +7,9 @@ import pytest
 from typer.testing import CliRunner
 
 from resources.cloud_run.client import make_clients
-from resources.cloud_run.jobs import resource_variant_name
-from sunrise_assets.cli import app
-from sunrise_assets.deploy import DeployError, apply, load_config
+from resources.cloud_run.job_spec import resource_variant_name
+from sunrise_assets.cli.app import app
+from sunrise_assets.cli.deploy import DeployError, apply, load_config
 from tests.support.cloudrun import IMAGE, REPO, fake_image
 from tests.support.fake_cloud_run import FakeCloudRun
 
@@ -24,10 +24,21 @@ def fake(tmp_path):
 
 def test_configuration_layers_yaml_environment_options(tmp_path):
     path = tmp_path / "cloudrun.yaml"
-    path.write_text("project: from-yaml\nregion: us-central1\ncpu: '4'\nenv:\n  A: '1'\nsecrets:\n  KEY: key-secret:3\n")
-    config = load_config(path, {"image": IMAGE, "memory": None, "env": {"B": "2"}},
-                         environ={"SUNRISE_GCP_PROJECT": "from-env", "SUNRISE_CLOUD_RUN_MEMORY": "8Gi"})
-    assert (config.project, config.region, config.cpu, config.memory, config.job) == ("from-env", "us-central1", "4", "8Gi", "sunrise-runs")
+    path.write_text(
+        "project: from-yaml\nregion: us-central1\ncpu: '4'\nenv:\n  A: '1'\nsecrets:\n  KEY: key-secret:3\n"
+    )
+    config = load_config(
+        path,
+        {"image": IMAGE, "memory": None, "env": {"B": "2"}},
+        environ={"SUNRISE_GCP_PROJECT": "from-env", "SUNRISE_CLOUD_RUN_MEMORY": "8Gi"},
+    )
+    assert (config.project, config.region, config.cpu, config.memory, config.job) == (
+        "from-env",
+        "us-central1",
+        "4",
+        "8Gi",
+        "sunrise-runs",
+    )
     assert config.env == {"A": "1", "B": "2"} and config.secrets == {"KEY": "key-secret:3"}
     assert config.max_retries == 0 and config.timeout == 6 * 3600
     with pytest.raises(DeployError, match="missing image"):
@@ -42,10 +53,20 @@ def test_configuration_layers_yaml_environment_options(tmp_path):
 
 
 def test_deploy_creates_then_leaves_alone_then_updates(fake):
-    base = {"project": "sunrise-prod", "region": "europe-west1", "image": IMAGE, "api_endpoint": fake.endpoint,
-            "cpu": "2", "memory": "4Gi", "timeout": 7200, "service_account": "runs@sunrise-prod.iam.gserviceaccount.com",
-            "env": {"SUNRISE_BUCKET": "gs://b/sunrise"}, "secrets": {"SUNRISE_PSEUDONYM_KEY": "pseudonym-key"},
-            "network": "default", "subnetwork": "default"}
+    base = {
+        "project": "sunrise-prod",
+        "region": "europe-west1",
+        "image": IMAGE,
+        "api_endpoint": fake.endpoint,
+        "cpu": "2",
+        "memory": "4Gi",
+        "timeout": 7200,
+        "service_account": "runs@sunrise-prod.iam.gserviceaccount.com",
+        "env": {"SUNRISE_BUCKET": "gs://b/sunrise"},
+        "secrets": {"SUNRISE_PSEUDONYM_KEY": "pseudonym-key"},
+        "network": "default",
+        "subnetwork": "default",
+    }
     first = apply(load_config(overrides=base, environ={}))
     assert first.action == "created" and first.generation == 1
     job = make_clients(fake.endpoint).jobs.get_job(name=first.job_name)
@@ -57,9 +78,13 @@ def test_deploy_creates_then_leaves_alone_then_updates(fake):
     assert task.service_account == "runs@sunrise-prod.iam.gserviceaccount.com"
     assert task.vpc_access.network_interfaces[0].network == "default"
     env = {v.name: v.value or f"secret:{v.value_source.secret_key_ref.secret}" for v in container.env}
-    assert env == {"SUNRISE_BUCKET": "gs://b/sunrise", "SUNRISE_PSEUDONYM_KEY": "secret:pseudonym-key",
-                   "SUNRISE_GCP_PROJECT": "sunrise-prod", "SUNRISE_CLOUD_RUN_REGION": "europe-west1",
-                   "SUNRISE_CLOUD_RUN_JOB": "sunrise-runs"}
+    assert env == {
+        "SUNRISE_BUCKET": "gs://b/sunrise",
+        "SUNRISE_PSEUDONYM_KEY": "secret:pseudonym-key",
+        "SUNRISE_GCP_PROJECT": "sunrise-prod",
+        "SUNRISE_CLOUD_RUN_REGION": "europe-west1",
+        "SUNRISE_CLOUD_RUN_JOB": "sunrise-runs",
+    }
 
     again = apply(load_config(overrides=base, environ={}))
     assert again.action == "unchanged" and again.generation == 1  # idempotent: nothing written

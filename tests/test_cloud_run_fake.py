@@ -26,15 +26,29 @@ def fake(tmp_path):
 
 
 def _job(max_retries: int = 0, timeout: str = "60s", **container) -> run_v2.Job:
-    return run_v2.Job(template=run_v2.ExecutionTemplate(template=run_v2.TaskTemplate(
-        max_retries=max_retries, timeout=timeout,
-        containers=[run_v2.Container(image=PY, env=[run_v2.EnvVar(name="FROM_JOB", value="job")], **container)],
-    )))
+    return run_v2.Job(
+        template=run_v2.ExecutionTemplate(
+            template=run_v2.TaskTemplate(
+                max_retries=max_retries,
+                timeout=timeout,
+                containers=[run_v2.Container(image=PY, env=[run_v2.EnvVar(name="FROM_JOB", value="job")], **container)],
+            )
+        )
+    )
 
 
-def _run(clients, job: str, code: str | None = None, *, env: dict | None = None, task_count: int = 0, timeout: str | None = None):
+def _run(
+    clients,
+    job: str,
+    code: str | None = None,
+    *,
+    env: dict | None = None,
+    task_count: int = 0,
+    timeout: str | None = None,
+):
     override = run_v2.RunJobRequest.Overrides.ContainerOverride(
-        args=[code] if code else [], env=[run_v2.EnvVar(name=k, value=v) for k, v in (env or {}).items()])
+        args=[code] if code else [], env=[run_v2.EnvVar(name=k, value=v) for k, v in (env or {}).items()]
+    )
     overrides = run_v2.RunJobRequest.Overrides(container_overrides=[override], task_count=task_count)
     if timeout:
         overrides.timeout = timeout
@@ -62,8 +76,10 @@ def test_jobs_are_created_read_updated_and_listed(fake):
 def test_a_run_starts_the_container_with_overrides_and_cloud_run_variables(fake):
     clients = make_clients(fake.endpoint)
     job = clients.jobs.create_job(parent=PARENT, job_id="j", job=_job()).result(timeout=10).name
-    code = ("import os; print('|'.join(os.environ.get(k, '-') for k in ('FROM_IMAGE', 'FROM_JOB', 'FROM_RUN', "
-            "'CLOUD_RUN_JOB', 'CLOUD_RUN_EXECUTION', 'CLOUD_RUN_TASK_INDEX', 'CLOUD_RUN_TASK_COUNT')))")
+    code = (
+        "import os; print('|'.join(os.environ.get(k, '-') for k in ('FROM_IMAGE', 'FROM_JOB', 'FROM_RUN', "
+        "'CLOUD_RUN_JOB', 'CLOUD_RUN_EXECUTION', 'CLOUD_RUN_TASK_INDEX', 'CLOUD_RUN_TASK_COUNT')))"
+    )
     operation = _run(clients, job, code, env={"FROM_RUN": "run"}, task_count=3)
     execution_name = operation.metadata.name  # the LRO's metadata is the Execution
     assert execution_name.startswith(f"{job}/executions/j-")

@@ -12,10 +12,7 @@ PostgreSQL, queued run coordinator, run monitoring) against the fake Cloud Run A
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -28,11 +25,22 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 from sqlalchemy import create_engine, text
 
 from resources.cloud_run.run_launcher import EXECUTION_TAG, CloudRunRunLauncher
-from sunrise_assets.deploy import apply, load_config
+from sunrise_assets.cli.deploy import apply, load_config
 from tests.conftest import TEST_KEY
 from tests.support.cloudrun import (
-    IMAGE, JOB, PROJECT, REGION, REPO, TEST_LOCATION, cloudrun_instance_config, create_run, fake_image,
-    in_process_workspace, instance_env, monitor_once, open_instance, wait_for_status,
+    IMAGE,
+    JOB,
+    PROJECT,
+    REGION,
+    TEST_LOCATION,
+    cloudrun_instance_config,
+    create_run,
+    fake_image,
+    in_process_workspace,
+    instance_env,
+    monitor_once,
+    open_instance,
+    wait_for_status,
 )
 from tests.support.fake_cloud_run import FakeCloudRun
 
@@ -61,20 +69,32 @@ class Platform:
             "SUNRISE_TEST_MARKERS": str(self.markers),
             "SUNRISE_TEST_SLEEP": "120",
         }
-        result = apply(load_config(overrides={
-            "project": PROJECT, "region": REGION, "job": JOB, "image": IMAGE, "api_endpoint": fake.endpoint,
-            "env": self.job_env,
-        }, environ={}))
+        result = apply(
+            load_config(
+                overrides={
+                    "project": PROJECT,
+                    "region": REGION,
+                    "job": JOB,
+                    "image": IMAGE,
+                    "api_endpoint": fake.endpoint,
+                    "env": self.job_env,
+                },
+                environ={},
+            )
+        )
         assert result.action == "created"
         for key, value in self.pg_env.items():  # what the instance config reads, in this process too
             monkeypatch.setenv(key, value)
-        config = cloudrun_instance_config(fake.endpoint, locations={TEST_LOCATION: JOB},
-                                          max_resume_run_attempts=max_resume_run_attempts)
+        config = cloudrun_instance_config(
+            fake.endpoint, locations={TEST_LOCATION: JOB}, max_resume_run_attempts=max_resume_run_attempts
+        )
         self.instance: DagsterInstance = open_instance(self.home, config)
 
     def explain(self) -> str:
-        return "\n".join(f"== {r.short_name} {r.state} {r.exit_codes}\n{self.fake.logs(r.name)[-4000:]}"
-                         for r in self.fake.executions.values())
+        return "\n".join(
+            f"== {r.short_name} {r.state} {r.exit_codes}\n{self.fake.logs(r.name)[-4000:]}"
+            for r in self.fake.executions.values()
+        )
 
 
 @pytest.fixture
@@ -103,7 +123,10 @@ def test_production_instance_uses_the_cloud_run_launcher(platform):
     assert instance.run_monitoring_enabled and instance.run_monitoring_max_resume_run_attempts == 2
     limits = instance.get_concurrency_config().run_queue_config
     assert limits.max_concurrent_runs == 16
-    assert {limit["key"] for limit in limits.tag_concurrency_limits} == {"dagster/backfill", ASSET_PARTITION_RANGE_START_TAG}
+    assert {limit["key"] for limit in limits.tag_concurrency_limits} == {
+        "dagster/backfill",
+        ASSET_PARTITION_RANGE_START_TAG,
+    }
 
 
 # -- a backfill of nights --------------------------------------------------------------------------
@@ -113,7 +136,7 @@ def _register_nights(platform: Platform, monkeypatch) -> list[str]:
     """`sunrise register` (in this process), on the platform's instance: prints the night keys."""
     from typer.testing import CliRunner
 
-    from sunrise_assets.cli import app
+    from sunrise_assets.cli.app import app
 
     for key in ("DAGSTER_HOME", "SUNRISE_WORKDIR", "SUNRISE_BUCKET", "SUNRISE_PSEUDONYM_KEY"):
         monkeypatch.setenv(key, platform.job_env[key])  # restored after the test (the CLI sets some)
@@ -156,8 +179,8 @@ def test_backfill_of_nights_runs_on_cloud_run_like_in_process(platform, monkeypa
     from dagster._daemon.backfill import execute_backfill_iteration
     from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import QueuedRunCoordinatorDaemon
 
-    from sunrise_assets.generate import generate_bucket
-    from sunrise_assets.jobs import LAYERS
+    from sunrise_assets.defs.jobs import LAYERS
+    from sunrise_assets.synthetic.generate import generate_bucket
 
     start = time.monotonic()
     generate_bucket(platform.bucket, 4, seed=23)
@@ -173,11 +196,21 @@ def test_backfill_of_nights_runs_on_cloud_run_like_in_process(platform, monkeypa
         asset_graph = ctx.create_request_context().asset_graph
         keys = sorted(AssetSelection.groups(*LAYERS).resolve(asset_graph))
         backfill_id = uuid.uuid4().hex[:8]
-        instance.add_backfill(PartitionBackfill.from_asset_partitions(
-            backfill_id=backfill_id, asset_graph=asset_graph, partition_names=wanted, asset_selection=keys,
-            backfill_timestamp=time.time(), tags={}, dynamic_partitions_store=instance, all_partitions=False,
-            title="nights on Cloud Run", description=None, run_config=None,
-        ))
+        instance.add_backfill(
+            PartitionBackfill.from_asset_partitions(
+                backfill_id=backfill_id,
+                asset_graph=asset_graph,
+                partition_names=wanted,
+                asset_selection=keys,
+                backfill_timestamp=time.time(),
+                tags={},
+                dynamic_partitions_store=instance,
+                all_partitions=False,
+                title="nights on Cloud Run",
+                description=None,
+                run_config=None,
+            )
+        )
         queue = QueuedRunCoordinatorDaemon(interval_seconds=1)
         phases["workspace+backfill"] = time.monotonic() - start - sum(phases.values())
 
@@ -209,7 +242,9 @@ def test_backfill_of_nights_runs_on_cloud_run_like_in_process(platform, monkeypa
     assert ranges == sorted([[nights[0], nights[0]], [nights[2], nights[3]]])
     # Each run was one execution of the deployed job, running `dagster api execute_run`.
     executions = {r.tags[EXECUTION_TAG]: r for r in runs}
-    records = [platform.fake.executions[f"projects/{PROJECT}/locations/{REGION}/jobs/{JOB}/executions/{e}"] for e in executions]
+    records = [
+        platform.fake.executions[f"projects/{PROJECT}/locations/{REGION}/jobs/{JOB}/executions/{e}"] for e in executions
+    ]
     assert platform.fake.wait_for(lambda: all(rec.done for rec in records), 30)
     assert [(rec.state, rec.argv[-3:-1]) for rec in records] == [("SUCCEEDED", ["api", "execute_run"])] * 2
     assert all(rec.timeout_s == 86400 for rec in records)
@@ -221,9 +256,12 @@ def test_backfill_of_nights_runs_on_cloud_run_like_in_process(platform, monkeypa
     local_rows = _rows(_in_process(platform, nights, [[wanted[0]], wanted[1:]], monkeypatch))
     assert cloud_rows == local_rows
     phases["in-process comparison"] = time.monotonic() - local_start
-    print(f"\nbackfill of {len(wanted)} nights: {len(runs)} runs on Cloud Run (fake), {cloud_seconds:.1f}s to completion; "
-          f"{len(cloud_rows['training_epochs'])} training_epochs rows, identical to in-process; max alive {platform.fake.max_alive}; "
-          + ", ".join(f"{k} {v:.1f}s" for k, v in phases.items()))
+    print(
+        f"\nbackfill of {len(wanted)} nights: {len(runs)} runs on Cloud Run (fake), "
+        f"{cloud_seconds:.1f}s to completion; "
+        f"{len(cloud_rows['training_epochs'])} training_epochs rows, identical to in-process; "
+        f"max alive {platform.fake.max_alive}; " + ", ".join(f"{k} {v:.1f}s" for k, v in phases.items())
+    )
 
 
 # -- failure, resume, termination ------------------------------------------------------------------
@@ -259,9 +297,18 @@ def test_a_run_whose_worker_died_is_resumed_in_a_new_execution(platform):
 def test_a_cancelled_execution_fails_its_run_and_termination_cancels_the_executions(platform):
     instance, fake = platform.instance, platform.fake
     fake.inject_errors(r":run$", 2)  # two 429s before Cloud Run accepts the first run
-    steps_on_cloud_run = {"execution": {"config": {
-        "project": PROJECT, "region": REGION, "job_name": JOB, "api_endpoint": fake.endpoint,
-        "check_step_health_interval_seconds": 1, "poll_interval_seconds": 0.2}}}
+    steps_on_cloud_run = {
+        "execution": {
+            "config": {
+                "project": PROJECT,
+                "region": REGION,
+                "job_name": JOB,
+                "api_endpoint": fake.endpoint,
+                "check_step_health_interval_seconds": 1,
+                "poll_interval_seconds": 0.2,
+            }
+        }
+    }
     with in_process_workspace(instance, "tests.support.cloudrun_jobs", TEST_LOCATION) as ctx:
         cancelled_run = _launch(platform, ctx, "slow_job")
         assert fake.quota_rejections == 2  # retried with backoff, then launched
@@ -269,12 +316,16 @@ def test_a_cancelled_execution_fails_its_run_and_termination_cancels_the_executi
         terminated_run = _launch(platform, ctx, "slow_steps_job", steps_on_cloud_run)
         for run_id in (cancelled_run, terminated_run):
             wait_for_status(instance, run_id, {DagsterRunStatus.STARTED, *TERMINAL}, 60, explain=platform.explain)
-            assert instance.run_launcher.check_run_worker_health(instance.get_run_by_id(run_id)).status.value == "RUNNING"
+            assert (
+                instance.run_launcher.check_run_worker_health(instance.get_run_by_id(run_id)).status.value == "RUNNING"
+            )
         # Someone cancels the first run's execution in the console: monitoring fails the run.
         first = _execution(platform, cancelled_run)
         fake.cancel(first.name)
         assert fake.wait_for(lambda: first.done, 30) and first.state == "CANCELLED"
-        run = wait_for_status(instance, cancelled_run, TERMINAL, 30, tick=lambda: monitor_once(ctx), explain=platform.explain)
+        run = wait_for_status(
+            instance, cancelled_run, TERMINAL, 30, tick=lambda: monitor_once(ctx), explain=platform.explain
+        )
         assert run.status == DagsterRunStatus.FAILURE
         failure = instance.get_records_for_run(cancelled_run, of_type={DagsterEventType.RUN_FAILURE}).records
         assert "cancelled" in failure[-1].event_log_entry.dagster_event.message

@@ -3,8 +3,9 @@ uninterrupted one, and no reader ever sees a half-written object.
 
 One generated bucket is copied (mtimes kept) into two work directories. A runs `ingest` straight
 through. B runs `sunrise ingest` in a subprocess, SIGKILLed in the middle of its run (gold half
-written, the warehouse half loaded), then runs `ingest` again, which re-runs what is missing. After the kill, every object a reader can list is complete; at the end every bronze,
-silver, gold and raw-index object of B equals A's byte for byte, and every warehouse row is equal.
+written, the warehouse half loaded), then runs `ingest` again, which re-runs what is missing. After the
+kill, every object a reader can list is complete; at the end every bronze, silver, gold and raw-index
+object of B equals A's byte for byte, and every warehouse row is equal.
 """
 
 from __future__ import annotations
@@ -36,14 +37,20 @@ TABLES = ("epoch_features_long", "psg_epoch_labels", "training_epochs", "night_s
 
 def _env(work: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SUNRISE_", "DAGSTER_"))}
-    env.update(SUNRISE_WORKDIR=str(work), DAGSTER_HOME=str(work / "dagster_home"), SUNRISE_PSEUDONYM_KEY=TEST_KEY, CI="true")
+    env.update(
+        SUNRISE_WORKDIR=str(work), DAGSTER_HOME=str(work / "dagster_home"), SUNRISE_PSEUDONYM_KEY=TEST_KEY, CI="true"
+    )
     return env
 
 
 def _outputs(work: Path) -> dict[str, bytes]:
     root = work / "bucket"
-    return {p.relative_to(root).as_posix(): p.read_bytes()
-            for layer in LAYERS for p in sorted((root / layer).rglob("*")) if p.is_file() and not p.name.startswith(".tmp-")}
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for layer in LAYERS
+        for p in sorted((root / layer).rglob("*"))
+        if p.is_file() and not p.name.startswith(".tmp-")
+    }
 
 
 def _rows(work: Path) -> dict[str, list[tuple]]:
@@ -54,7 +61,7 @@ def _rows(work: Path) -> dict[str, list[tuple]]:
 def _assert_complete(path: str, data: bytes) -> None:
     """A listed object is whole: it parses as what its name says."""
     from sunalgo.recording import parse_recording
-    from sunrise_assets.psg_edf import read_psg_edf
+    from sunrise_assets.domain.psg_edf import read_psg_edf
 
     if path.endswith(".parquet"):
         pq.read_table(pa.BufferReader(data))
@@ -69,8 +76,13 @@ def _assert_complete(path: str, data: bytes) -> None:
 def _run_until(work: Path, pattern: str, log: Path) -> int:
     """`sunrise ingest` in a subprocess, SIGKILLed as soon as an object matching ``pattern`` exists."""
     with log.open("ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "sunrise_assets.cli", "ingest", "--workdir", str(work)],
-                                env=_env(work), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sunrise_assets.cli", "ingest", "--workdir", str(work)],
+            env=_env(work),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     deadline = time.monotonic() + 300
     try:
         while time.monotonic() < deadline:
@@ -79,7 +91,9 @@ def _run_until(work: Path, pattern: str, log: Path) -> int:
                 proc.wait()
                 return proc.returncode
             if proc.poll() is not None:
-                pytest.fail(f"ingest ended (rc {proc.returncode}) before {pattern} appeared:\n{log.read_text()[-3000:]}")
+                pytest.fail(
+                    f"ingest ended (rc {proc.returncode}) before {pattern} appeared:\n{log.read_text()[-3000:]}"
+                )
             time.sleep(0.05)
         pytest.fail(f"{pattern} never appeared")
     finally:
@@ -93,11 +107,14 @@ def _ingest_in_process(work: Path):
 
     from resources.bucket import BucketResource
     from sunrise_assets import settings
-    from sunrise_assets.ingest import ingest
+    from sunrise_assets.lib.ingest import ingest
 
     with pytest.MonkeyPatch.context() as mp:
-        for k, v in {**{k: v for k, v in _env(work).items() if k.startswith(("SUNRISE_", "DAGSTER_"))},
-                     "SUNRISE_BUCKET": "", "SUNRISE_WAREHOUSE_URL": ""}.items():
+        for k, v in {
+            **{k: v for k, v in _env(work).items() if k.startswith(("SUNRISE_", "DAGSTER_"))},
+            "SUNRISE_BUCKET": "",
+            "SUNRISE_WAREHOUSE_URL": "",
+        }.items():
             mp.setenv(k, v)
         settings.use_workdir(work)
         with DagsterInstance.get() as instance:
@@ -112,7 +129,7 @@ def test_killed_backfill_rerun_is_byte_identical(tmp_path):
 
 
 def _killed_backfill_rerun_is_byte_identical(tmp_path):
-    from sunrise_assets.generate import generate_bucket
+    from sunrise_assets.synthetic.generate import generate_bucket
 
     generate_bucket(tmp_path / "generated", N_NIGHTS, seed=21)
     a, b = tmp_path / "a", tmp_path / "b"
@@ -129,7 +146,10 @@ def _killed_backfill_rerun_is_byte_identical(tmp_path):
     for path, data in listed.items():  # what a reader can see after a kill is whole
         _assert_complete(path, data)
     with sqlite3.connect(b / "warehouse.sqlite") as db:  # killed with the warehouse half loaded
-        loaded = {t: db.execute(f"SELECT COUNT(DISTINCT night_id) FROM {t}").fetchone()[0] for t in ("training_epochs", "night_scores")}
+        loaded = {
+            t: db.execute(f"SELECT COUNT(DISTINCT night_id) FROM {t}").fetchone()[0]
+            for t in ("training_epochs", "night_scores")
+        }
     assert loaded["night_scores"] < N_NIGHTS, loaded
 
     resumed, statuses = _ingest_in_process(b)

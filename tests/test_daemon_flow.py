@@ -72,8 +72,11 @@ class Platform:
     def start(self):
         self.process = subprocess.Popen(
             [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(self.workspace)],
-            env=self.env, cwd=self.root, start_new_session=True,
-            stdout=open(self.root / "daemon.log", "ab"), stderr=subprocess.STDOUT,
+            env=self.env,
+            cwd=self.root,
+            start_new_session=True,
+            stdout=open(self.root / "daemon.log", "ab"),
+            stderr=subprocess.STDOUT,
         )
 
     def stop(self):
@@ -97,7 +100,9 @@ class Platform:
 
 
 def _count(instance, key, night):
-    return len(instance.fetch_materializations(AssetRecordsFilter(asset_key=key, asset_partitions=[night]), limit=1000).records)
+    return len(
+        instance.fetch_materializations(AssetRecordsFilter(asset_key=key, asset_partitions=[night]), limit=1000).records
+    )
 
 
 def _summary(instance) -> tuple[int, int | None]:
@@ -128,7 +133,7 @@ def _runs_settled(instance):
 
 
 def test_nights_flow_by_themselves(tmp_path):
-    from sunrise_assets.generate import generate_bucket
+    from sunrise_assets.synthetic.generate import generate_bucket
 
     staging = tmp_path / "staging"
     generation = generate_bucket(staging, 2, seed=31)
@@ -144,7 +149,9 @@ def test_nights_flow_by_themselves(tmp_path):
         _wait(lambda: len(platform.warehouse_nights()) == 1, 300, "night A in training_epochs")
         print(f"\nnight landing -> training_epochs row: {time.monotonic() - landed:.1f} s")
         (key_a,) = platform.warehouse_nights()
-        _wait(lambda: _summary(instance)[1] == 1, 120, "the validation summary over night A", lambda: _summary(instance))
+        _wait(
+            lambda: _summary(instance)[1] == 1, 120, "the validation summary over night A", lambda: _summary(instance)
+        )
         _wait(lambda: _runs_settled(instance), 120, "runs to settle")
         assert _summary(instance)[0] == 1, "one summary for one night's run"
 
@@ -157,7 +164,12 @@ def test_nights_flow_by_themselves(tmp_path):
         _drop(staging, platform.bucket, night_b)
         _wait(lambda: len(platform.warehouse_nights()) == 2, 300, "night B in training_epochs")
         (key_b,) = platform.warehouse_nights() - {key_a}
-        _wait(lambda: _summary(instance)[1] == 2, 120, "the validation summary over both nights", lambda: _summary(instance))
+        _wait(
+            lambda: _summary(instance)[1] == 2,
+            120,
+            "the validation summary over both nights",
+            lambda: _summary(instance),
+        )
         _wait(lambda: _runs_settled(instance), 120, "runs to settle")
         counts_a = {k: _count(instance, k, key_a) for k in (BRONZE, SILVER, GOLD, WAREHOUSE)}
         bronze_b = _count(instance, BRONZE, key_b)
@@ -166,8 +178,15 @@ def test_nights_flow_by_themselves(tmp_path):
         summaries = _summary(instance)[0]
         rec.write_bytes(data[:-6] + bytes(6))
         changed = time.monotonic()
-        _wait(lambda: _count(instance, WAREHOUSE, key_b) >= 2 and _summary(instance)[0] > summaries and _runs_settled(instance),
-              300, "night B re-run, and the summary after it")
+        _wait(
+            lambda: (
+                _count(instance, WAREHOUSE, key_b) >= 2
+                and _summary(instance)[0] > summaries
+                and _runs_settled(instance)
+            ),
+            300,
+            "night B re-run, and the summary after it",
+        )
         print(f"raw file replaced -> that night re-run to the warehouse: {time.monotonic() - changed:.1f} s")
         assert _count(instance, BRONZE, key_b) == bronze_b + 1
         assert {k: _count(instance, k, key_a) for k in counts_a} == counts_a
@@ -182,17 +201,26 @@ def test_nights_flow_by_themselves(tmp_path):
         platform.start()
         _wait(
             lambda: all(_count(instance, k, n) > before[(k, n)] for k in (GOLD, WAREHOUSE) for n in (key_a, key_b)),
-            400, "gold and warehouse re-materialized after the version bump",
-            lambda: {f"{k.to_user_string()}/{n}": (before[(k, n)], _count(instance, k, n)) for k in (GOLD, WAREHOUSE) for n in (key_a, key_b)},
+            400,
+            "gold and warehouse re-materialized after the version bump",
+            lambda: {
+                f"{k.to_user_string()}/{n}": (before[(k, n)], _count(instance, k, n))
+                for k in (GOLD, WAREHOUSE)
+                for n in (key_a, key_b)
+            },
         )
-        _wait(lambda: _summary(instance)[0] > summaries and _runs_settled(instance), 180,
-              "the validation summary after the bump", lambda: _summary(instance))
+        _wait(
+            lambda: _summary(instance)[0] > summaries and _runs_settled(instance),
+            180,
+            "the validation summary after the bump",
+            lambda: _summary(instance),
+        )
         print(f"sunalgo version bump -> gold and warehouse refreshed for 2 nights: {time.monotonic() - bumped:.1f} s")
         for k in (BRONZE, SILVER):
             for n in (key_a, key_b):
                 assert _count(instance, k, n) == before[(k, n)], (k, n)
     finally:
         platform.stop()
-        log = (platform.root / "daemon.log")
+        log = platform.root / "daemon.log"
         if log.exists():
             print(log.read_text()[-3000:])

@@ -13,7 +13,7 @@ import re
 import sqlite3
 from datetime import UTC, datetime
 
-from sunrise_assets.io import json_bytes, parquet_bytes
+from sunrise_assets.domain.layer_files import json_bytes, parquet_bytes
 
 LAYERS = ("bronze", "silver", "gold")
 TABLES = ("epoch_features_long", "psg_epoch_labels", "training_epochs", "night_scores")
@@ -21,8 +21,12 @@ TABLES = ("epoch_features_long", "psg_epoch_labels", "training_epochs", "night_s
 
 def _files(work):
     root = work / "bucket"
-    return {p.relative_to(root).as_posix(): p for layer in LAYERS for p in sorted((root / layer).rglob("*"))
-            if p.is_file() and not p.name.startswith(".tmp-")}
+    return {
+        p.relative_to(root).as_posix(): p
+        for layer in LAYERS
+        for p in sorted((root / layer).rglob("*"))
+        if p.is_file() and not p.name.startswith(".tmp-")
+    }
 
 
 def _rows(work):
@@ -31,7 +35,7 @@ def _rows(work):
 
 
 def test_rematerializing_a_night_gives_identical_bytes_and_rows(ingested):
-    from sunrise_assets.operations import refresh
+    from sunrise_assets.lib.operations import refresh
 
     work, instance = ingested["work"], ingested["instance"]
     night = sorted(instance.get_dynamic_partitions("nights"))[0]

@@ -1,5 +1,5 @@
 """The embedded instance's event log stores a batch of events in one transaction, with exactly the
-rows Dagster's own SQLite storage writes event by event (sunrise_assets/event_log.py)."""
+rows Dagster's own SQLite storage writes event by event (sunrise_assets/dagster_internals/sqlite_event_log.py)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from dagster._core.events import DagsterEvent, StepMaterializationData
 from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.event_log import SqliteEventLogStorage
 
-from sunrise_assets.event_log import BatchedSqliteEventLogStorage
-from sunrise_assets.partitions import NIGHTS_PER_RUN
+from sunrise_assets.dagster_internals.sqlite_event_log import BatchedSqliteEventLogStorage
+from sunrise_assets.defs.partitions import NIGHTS_PER_RUN
 
 RUN_ID = "0b5c2d8e-1f7a-4c3e-9a61-5d2f8e7b9c10"
 NIGHTS = ["sub-aaaaaaaa_ses-20200101", "sub-bbbbbbbb_ses-20200102", "sub-cccccccc_ses-20200103"]
@@ -28,17 +28,28 @@ def _events() -> list[EventLogEntry]:
                 event_type_value=DagsterEventType.ASSET_MATERIALIZATION.value,
                 job_name="nightly_pipeline",
                 event_specific_data=StepMaterializationData(
-                    AssetMaterialization(asset_key=key, partition=night, metadata={"night_cpu_s": 0.1})),
+                    AssetMaterialization(asset_key=key, partition=night, metadata={"night_cpu_s": 0.1})
+                ),
             )
-            out.append(EventLogEntry(error_info=None, level=10, user_message="", run_id=RUN_ID,
-                                     timestamp=time.time(), dagster_event=event))
+            out.append(
+                EventLogEntry(
+                    error_info=None,
+                    level=10,
+                    user_message="",
+                    run_id=RUN_ID,
+                    timestamp=time.time(),
+                    dagster_event=event,
+                )
+            )
     return out
 
 
 def _rows(storage) -> list[tuple[str, str]]:
     rows = []
     for key in ASSETS:
-        records = storage.get_event_records(EventRecordsFilter(DagsterEventType.ASSET_MATERIALIZATION, asset_key=key), ascending=True)
+        records = storage.get_event_records(
+            EventRecordsFilter(DagsterEventType.ASSET_MATERIALIZATION, asset_key=key), ascending=True
+        )
         rows += [(r.asset_key.to_user_string(), r.partition_key) for r in records]
     return rows
 
@@ -57,7 +68,9 @@ def test_a_batch_leaves_the_rows_dagster_writes_event_by_event(tmp_path):
         for storage in (plain, batched):
             record = storage.get_asset_records([key])[0]
             assert record.asset_entry.last_materialization.dagster_event.partition == NIGHTS[-1]
-        assert set(batched.get_materialized_partitions(key)) == set(plain.get_materialized_partitions(key)) == set(NIGHTS)
+        assert (
+            set(batched.get_materialized_partitions(key)) == set(plain.get_materialized_partitions(key)) == set(NIGHTS)
+        )
 
 
 def test_a_batch_is_stored_whole_or_not_at_all(tmp_path, monkeypatch):
@@ -87,7 +100,9 @@ def test_the_embedded_instance_uses_it_and_asks_dagster_for_batches(ingested):
     assert int(os.environ["DAGSTER_EVENT_BATCH_SIZE"]) >= NIGHTS_PER_RUN  # a run's nights per asset fit in one batch
     # Per-night rows as Dagster writes them: every night has its own planned and materialization events.
     for key in (AssetKey("bronze_psg"), AssetKey("training_epochs")):
-        planned = instance.get_event_records(EventRecordsFilter(DagsterEventType.ASSET_MATERIALIZATION_PLANNED, asset_key=key))
+        planned = instance.get_event_records(
+            EventRecordsFilter(DagsterEventType.ASSET_MATERIALIZATION_PLANNED, asset_key=key)
+        )
         assert {r.partition_key for r in planned} >= set(ingested["report"].materialized)
 
 

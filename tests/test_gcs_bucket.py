@@ -125,4 +125,4 @@ def test_local_backend_details(tmp_path):
     assert bucket.local_path("a/x.bin") == tmp_path / "b" / "a" / "x.bin"
     assert bucket.is_available() and not bucket.is_gcs
     with pytest.raises(ValueError):
-        BucketResource(url="gs://b/p").root
+        _ = BucketResource(url="gs://b/p").root

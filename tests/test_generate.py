@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import re
 import time
-from datetime import date, time as dtime, timedelta
+from datetime import date, timedelta
+from datetime import time as dtime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -14,9 +15,9 @@ import pyedflib
 import pytest
 
 from sunalgo.recording import parse_recording
-from sunrise_assets.generate import SITES, GenerationReport, generate_bucket, n_unpaired
-from sunrise_assets.psg_readers import FORMATS, PsgFormatError, read_labels
-from sunrise_assets.psg_readers.edf_plus import read_edf_start_and_duration
+from sunrise_assets.domain.psg_readers import FORMATS, PsgFormatError, read_labels
+from sunrise_assets.domain.psg_readers.edf_plus import read_edf_start_and_duration
+from sunrise_assets.synthetic.generate import SITES, GenerationReport, generate_bucket, n_unpaired
 
 N_NIGHTS = 6
 SEED = 11
@@ -31,8 +32,10 @@ def generated(tmp_path_factory) -> GenerationReport:
     seconds = time.perf_counter() - began
     total = N_NIGHTS + 2 * n_unpaired(N_NIGHTS)
     sizes = [(report.root / f).stat().st_size for f in report.files]
-    print(f"\ngenerate_bucket: {seconds:.2f} s for {total} night files sets, {1000 * seconds / total:.0f} ms per night;"
-          f" {sum(sizes) / 1e6:.1f} MB in total")
+    print(
+        f"\ngenerate_bucket: {seconds:.2f} s for {total} night files sets, {1000 * seconds / total:.0f} ms per night;"
+        f" {sum(sizes) / 1e6:.1f} MB in total"
+    )
     assert calls == list(range(N_NIGHTS))
     return report
 
@@ -47,7 +50,9 @@ def test_layout(generated):
     assert files == set(r.files)
     pb = re.compile(r"^raw/sunrise/([a-z-]+)/(P-\d{6})/\2_(\d{8})\.pb$")
     study = re.compile(r"^raw/psg/([a-z-]+)/(P-\d{6})/(\2_[A-Z]+_\d{8})$")
-    assert {f for f in files if f.startswith("raw/sunrise/")} == {n.recording_path for n in r.nights} | set(r.unpaired_recordings)
+    assert {f for f in files if f.startswith("raw/sunrise/")} == {n.recording_path for n in r.nights} | set(
+        r.unpaired_recordings
+    )
     for path in [n.recording_path for n in r.nights] + r.unpaired_recordings:
         assert pb.match(path), path
     for d in [n.study_dir for n in r.nights] + r.unpaired_studies:
@@ -187,17 +192,29 @@ def test_mixed_bucket_cycles_formats_and_lays_out_study_folders(mixed):
     for n in mixed.nights:
         study = n.study_dir.rsplit("/", 1)[1]
         in_folder = {f.rsplit("/", 1)[1] for f in files if f.startswith(n.study_dir + "/")}
-        assert in_folder == {f"{study}.edf", "patient.json"} | {f.format(study=study) for f in SCORING_FILES[n.psg_format]}
+        assert in_folder == {f"{study}.edf", "patient.json"} | {
+            f.format(study=study) for f in SCORING_FILES[n.psg_format]
+        }
         assert n.edf_path == f"{n.study_dir}/{study}.edf" and n.labels_path in files
-        scoring = {"nsrr-xml": ".xml", "profusion-xml": ".xml", "noxturnal-csv": ".csv", "hypnogram-text": "_hypnogram.txt"}
-        assert n.labels_path == (n.edf_path if n.psg_format == "edf+" else f"{n.study_dir}/{study}{scoring[n.psg_format]}")
+        scoring = {
+            "nsrr-xml": ".xml",
+            "profusion-xml": ".xml",
+            "noxturnal-csv": ".csv",
+            "hypnogram-text": "_hypnogram.txt",
+        }
+        assert n.labels_path == (
+            n.edf_path if n.psg_format == "edf+" else f"{n.study_dir}/{study}{scoring[n.psg_format]}"
+        )
         if n.psg_format == "hypnogram-text":
             assert (mixed.root / n.study_dir / "stage_coding.txt").read_text() == f"{n.stage_coding}\n"
         else:
             assert n.stage_coding is None
     # Unpaired studies stay EDF+ (with annotations).
     for d in mixed.unpaired_studies:
-        assert {f.rsplit("/", 1)[1] for f in files if f.startswith(d + "/")} == {f"{d.rsplit('/', 1)[1]}.edf", "patient.json"}
+        assert {f.rsplit("/", 1)[1] for f in files if f.startswith(d + "/")} == {
+            f"{d.rsplit('/', 1)[1]}.edf",
+            "patient.json",
+        }
 
 
 def test_mixed_bucket_scoring_reads_back_as_the_truth_on_the_edf_clock(mixed):

@@ -1,4 +1,4 @@
-from sunrise_assets.nights import contiguous_batches
+from sunrise_assets.domain.raw_nights import contiguous_batches
 
 
 def test_batches_follow_partition_order_and_size():

@@ -12,8 +12,8 @@ from tests.conftest import use_embedded_workdir
 @pytest.fixture
 def ingested3(tmp_path, monkeypatch):
     from resources.bucket import BucketResource
-    from sunrise_assets.generate import generate_bucket
-    from sunrise_assets.ingest import ingest
+    from sunrise_assets.lib.ingest import ingest
+    from sunrise_assets.synthetic.generate import generate_bucket
 
     use_embedded_workdir(tmp_path, monkeypatch)
     generate_bucket(tmp_path / "bucket", 3, seed=41)
@@ -26,11 +26,15 @@ def ingested3(tmp_path, monkeypatch):
 
 def _count(instance, key, night):
     partitions = None if night is None else [night]
-    return len(instance.fetch_materializations(AssetRecordsFilter(asset_key=AssetKey(key), asset_partitions=partitions), limit=100).records)
+    return len(
+        instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=AssetKey(key), asset_partitions=partitions), limit=100
+        ).records
+    )
 
 
 def test_refresh_from_gold_reruns_gold_and_warehouse_only(ingested3):
-    from sunrise_assets.operations import refresh
+    from sunrise_assets.lib.operations import refresh
 
     work, bucket, instance, nights = ingested3
     summary_before = _count(instance, "validation_summary", None)
@@ -38,8 +42,14 @@ def test_refresh_from_gold_reruns_gold_and_warehouse_only(ingested3):
     # One run for the night's batch, then one for the cross-night summary (never inside a per-night run).
     assert not report.failed and report.summary_error is None and len(report.run_ids) == 2
     assert {k.to_user_string() for k in report.assets} == {
-        "epoch_features", "epoch_predictions", "clinical_scores", "psg_agreement",
-        "epoch_features_long", "training_epochs", "night_scores", "validation_summary",
+        "epoch_features",
+        "epoch_predictions",
+        "clinical_scores",
+        "psg_agreement",
+        "epoch_features_long",
+        "training_epochs",
+        "night_scores",
+        "validation_summary",
     }
     assert _count(instance, "validation_summary", None) == summary_before + 1
     assert _count(instance, "epoch_features", nights[1]) == 2 and _count(instance, "training_epochs", nights[1]) == 2
@@ -49,7 +59,7 @@ def test_refresh_from_gold_reruns_gold_and_warehouse_only(ingested3):
 
 def test_the_summary_follows_the_layers_it_reads_and_no_per_night_job_holds_it():
     from sunrise_assets.definitions import build_defs
-    from sunrise_assets.operations import layer_and_downstream
+    from sunrise_assets.lib.operations import layer_and_downstream
 
     summary = AssetKey("validation_summary")
     assert summary in layer_and_downstream("bronze") and summary in layer_and_downstream("gold")
@@ -60,7 +70,7 @@ def test_the_summary_follows_the_layers_it_reads_and_no_per_night_job_holds_it()
 
 
 def test_refresh_rejects_unknown_nights_and_layers(ingested3):
-    from sunrise_assets.operations import refresh
+    from sunrise_assets.lib.operations import refresh
 
     _, _, instance, _ = ingested3
     with pytest.raises(ValueError, match="layer"):
@@ -70,9 +80,9 @@ def test_refresh_rejects_unknown_nights_and_layers(ingested3):
 
 
 def test_forget_deletes_one_night_everywhere_and_nothing_else(ingested3):
-    from resources.warehouse import WarehouseResource
-    from sunrise_assets.nights import load_source
-    from sunrise_assets.operations import forget
+    from resources.sql_warehouse import WarehouseResource
+    from sunrise_assets.domain.raw_nights import load_source
+    from sunrise_assets.lib.operations import forget
 
     work, bucket, instance, nights = ingested3
     gone, kept = nights[0], nights[1:]

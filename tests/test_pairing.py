@@ -10,8 +10,7 @@ import pytest
 
 from resources.bucket import BucketResource
 from sunalgo.recording import PatientInfo, encode_recording
-from sunrise_assets.generate import generate_bucket
-from sunrise_assets.pairing import (
+from sunrise_assets.domain.pairing import (
     MIN_OVERLAP_S,
     NightPair,
     RecordingRef,
@@ -21,18 +20,28 @@ from sunrise_assets.pairing import (
     read_recording_start_and_duration,
     scan_bucket,
 )
+from sunrise_assets.synthetic.generate import generate_bucket
 
 CET, CEST, WET = timezone(timedelta(hours=1)), timezone(timedelta(hours=2)), timezone(timedelta(hours=0))
 # A very low sample rate keeps hours of recording in a few kB (duration = bytes / 6 / rate).
 RATE = 0.1
 
 
-def put_recording(bucket: BucketResource, site: str, ref: str, start: datetime, hours: float, name: str | None = None) -> str:
+def put_recording(
+    bucket: BucketResource, site: str, ref: str, start: datetime, hours: float, name: str | None = None
+) -> str:
     n = int(round(hours * 3600 * RATE))
     counts = np.zeros((n, 3), dtype=np.int16)
     data = encode_recording(
-        recording_id="r", device_serial="SRB-1", firmware="2.5.0", start_time=start,
-        acc_counts=counts, gyro_counts=counts, sample_rate_hz=RATE, acc_scale=1 / 4096, gyro_scale=1 / 64,
+        recording_id="r",
+        device_serial="SRB-1",
+        firmware="2.5.0",
+        start_time=start,
+        acc_counts=counts,
+        gyro_counts=counts,
+        sample_rate_hz=RATE,
+        acc_scale=1 / 4096,
+        gyro_scale=1 / 64,
         patient=PatientInfo("Jan Peeters", "1950-01-01", ref, site, ""),
     )
     path = name or f"raw/sunrise/{site}/{ref}/{ref}_{start:%Y%m%d}.pb"
@@ -70,7 +79,9 @@ def _pairs(result) -> dict[tuple[str, str], NightPair]:
 def test_clock_offsets_before_and_after(bucket):
     psg = datetime(2024, 11, 5, 22, 30, 0)
     # Sensor switched on 200 s before the PSG, device clock 13.25 s fast.
-    r1 = put_recording(bucket, "brussels-uh", "P-000001", (psg + timedelta(seconds=-200 + 13.25)).replace(tzinfo=CET), 8.2)
+    r1 = put_recording(
+        bucket, "brussels-uh", "P-000001", (psg + timedelta(seconds=-200 + 13.25)).replace(tzinfo=CET), 8.2
+    )
     s1 = put_study(bucket, "brussels-uh", "P-000001", psg, 8.0)
     # Sensor switched on 90 s after the PSG start, clock 7.5 s slow; summer time (+02:00).
     psg2 = datetime(2024, 7, 5, 21, 10, 0)
@@ -127,8 +138,22 @@ def test_two_patients_same_site_same_night_never_cross_pair(bucket):
 def test_one_recording_one_study_largest_overlap_wins(bucket):
     psg = datetime(2024, 12, 1, 22, 0)
     # The sensor was restarted: a 20-min false start, then the real recording.
-    short = put_recording(bucket, "brussels-uh", "P-000040", (psg - timedelta(minutes=25)).replace(tzinfo=CET), 1 / 3, name="raw/sunrise/brussels-uh/P-000040/a.pb")
-    real = put_recording(bucket, "brussels-uh", "P-000040", (psg - timedelta(minutes=2)).replace(tzinfo=CET), 8.5, name="raw/sunrise/brussels-uh/P-000040/b.pb")
+    short = put_recording(
+        bucket,
+        "brussels-uh",
+        "P-000040",
+        (psg - timedelta(minutes=25)).replace(tzinfo=CET),
+        1 / 3,
+        name="raw/sunrise/brussels-uh/P-000040/a.pb",
+    )
+    real = put_recording(
+        bucket,
+        "brussels-uh",
+        "P-000040",
+        (psg - timedelta(minutes=2)).replace(tzinfo=CET),
+        8.5,
+        name="raw/sunrise/brussels-uh/P-000040/b.pb",
+    )
     study = put_study(bucket, "brussels-uh", "P-000040", psg, 8)
     result = scan_bucket(bucket)
     assert set(_pairs(result)) == {(real, study)}
@@ -193,8 +218,16 @@ def test_generations(bucket):
 def test_recording_header_reader_does_not_need_samples():
     counts = np.zeros((36000, 3), dtype=np.int16)
     data = encode_recording(
-        recording_id="r", device_serial="s", firmware="f", start_time=datetime(2024, 1, 1, 22, tzinfo=WET),
-        acc_counts=counts, gyro_counts=counts[:18000], sample_rate_hz=10.0, acc_scale=1.0, gyro_scale=1.0, patient=None,
+        recording_id="r",
+        device_serial="s",
+        firmware="f",
+        start_time=datetime(2024, 1, 1, 22, tzinfo=WET),
+        acc_counts=counts,
+        gyro_counts=counts[:18000],
+        sample_rate_hz=10.0,
+        acc_scale=1.0,
+        gyro_scale=1.0,
+        patient=None,
     )
     start, duration = read_recording_start_and_duration(data)
     assert start == datetime(2024, 1, 1, 22, tzinfo=WET) and duration == 1800.0  # the shorter sensor

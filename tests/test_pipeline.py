@@ -11,8 +11,8 @@ import pytest
 
 from sunalgo.features import FEATURE_NAMES
 from sunalgo.labels import STAGES
-from sunrise_assets.anonymise import NIGHT_KEY_RE, Pseudonymizer
-from sunrise_assets.nights import night_sources
+from sunrise_assets.domain.anonymise import NIGHT_KEY_RE, Pseudonymizer
+from sunrise_assets.domain.raw_nights import night_sources
 from tests.conftest import TEST_KEY
 
 
@@ -41,7 +41,9 @@ def test_training_epochs_one_row_per_epoch_and_psg_stage_is_the_truth(ingested):
         nights = {r[0]: r[1] for r in db.execute("SELECT night_id, COUNT(*) FROM training_epochs GROUP BY night_id")}
         assert nights == {key: int(t.stages.size) for key, t in truth.items()}
         for key, t in truth.items():
-            rows = db.execute("SELECT epoch, psg_stage FROM training_epochs WHERE night_id = ? ORDER BY epoch", (key,)).fetchall()
+            rows = db.execute(
+                "SELECT epoch, psg_stage FROM training_epochs WHERE night_id = ? ORDER BY epoch", (key,)
+            ).fetchall()
             assert [r[0] for r in rows] == list(range(t.stages.size))
             expected = [STAGES[c] if c >= 0 else None for c in t.stages.tolist()]
             assert [r[1] for r in rows] == expected
@@ -57,22 +59,32 @@ def test_respiratory_flag_matches_generated_events(ingested):
         for key, t in truth.items():
             ev = t.events[t.events["type"].isin(RESPIRATORY_EVENT_TYPES)]
             expected = events_to_epoch_mask(ev["onset_s"].to_numpy(), ev["duration_s"].to_numpy(), t.stages.size)
-            got = np.array([r[0] for r in db.execute("SELECT psg_respiratory_event FROM training_epochs WHERE night_id = ? ORDER BY epoch", (key,))])
+            got = np.array(
+                [
+                    r[0]
+                    for r in db.execute(
+                        "SELECT psg_respiratory_event FROM training_epochs WHERE night_id = ? ORDER BY epoch", (key,)
+                    )
+                ]
+            )
             np.testing.assert_array_equal(got.astype(bool), expected)
 
 
 def test_training_features_equal_gold_parquet(ingested):
     """The SQL pivot returns exactly the values of the gold feature file."""
-    from sunrise_assets import layout
-    from sunrise_assets.gold import feature_matrix
-    from sunrise_assets.io import read_parquet
+    from sunrise_assets.defs.gold import feature_matrix
+    from sunrise_assets.domain import layout
+    from sunrise_assets.domain.layer_files import read_parquet
 
     bucket = ingested["bucket"]
     with _warehouse(ingested["work"]) as db:
         for key in _truth_by_night(ingested):
             gold = feature_matrix(read_parquet(bucket, layout.gold_features(key)))
             cols = ", ".join(f'"{n}"' for n in FEATURE_NAMES)
-            sql = np.array(db.execute(f"SELECT {cols} FROM training_epochs WHERE night_id = ? ORDER BY epoch", (key,)).fetchall(), dtype=float)
+            sql = np.array(
+                db.execute(f"SELECT {cols} FROM training_epochs WHERE night_id = ? ORDER BY epoch", (key,)).fetchall(),
+                dtype=float,
+            )
             np.testing.assert_array_equal(np.isnan(sql), ~np.isfinite(gold))
             np.testing.assert_allclose(sql[np.isfinite(gold)], gold[np.isfinite(gold)], rtol=0, atol=0)
 
@@ -133,7 +145,7 @@ def test_no_identifier_past_the_raw_layer(ingested):
 
 
 def test_second_ingest_reprocesses_nothing(ingested):
-    from sunrise_assets.ingest import ingest
+    from sunrise_assets.lib.ingest import ingest
 
     again = ingest(ingested["bucket"], ingested["instance"])
     assert again.run_ids == [] and again.materialized == [] and not again.failed
@@ -141,5 +153,11 @@ def test_second_ingest_reprocesses_nothing(ingested):
 
 
 def test_sunalgo_does_not_import_dagster():
-    code = "import sys, sunalgo, sunalgo.recording, sunalgo.preprocess, sunalgo.features, sunalgo.model, sunalgo.scores; print('dagster' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+    code = (
+        "import sys, sunalgo, sunalgo.recording, sunalgo.preprocess, sunalgo.features, sunalgo.model, "
+        "sunalgo.scores; print('dagster' in sys.modules)"
+    )
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+        == "False"
+    )

@@ -30,7 +30,7 @@ def _env(mp: pytest.MonkeyPatch, work, bucket_url: str, warehouse_url: str, extr
 def _run(work, bucket, config: str):
     from dagster import DagsterInstance
 
-    from sunrise_assets.ingest import done_nights, ingest
+    from sunrise_assets.lib.ingest import done_nights, ingest
 
     home = work / "dagster_home"
     home.mkdir(parents=True)
@@ -43,7 +43,7 @@ def _run(work, bucket, config: str):
 
 
 def _tables(warehouse_url: str) -> dict[str, list[dict]]:
-    from resources.warehouse import WarehouseResource
+    from resources.sql_warehouse import WarehouseResource
 
     wh = WarehouseResource(url=warehouse_url)
     try:
@@ -59,7 +59,7 @@ def _tables(warehouse_url: str) -> dict[str, list[dict]]:
 @pytest.fixture(scope="module")
 def both_ways(tmp_path_factory, postgres, fake_gcs):
     from resources.bucket import BucketResource
-    from sunrise_assets.generate import generate_bucket
+    from sunrise_assets.synthetic.generate import generate_bucket
 
     base = tmp_path_factory.mktemp("equivalence")
     raw_dir = base / "raw_bucket"
@@ -87,8 +87,20 @@ def both_ways(tmp_path_factory, postgres, fake_gcs):
         prod_report, prod_done, prod_storage = _run(prod_work, gcs_bucket, "deploy/dagster.yaml")
 
     return {
-        "local": {"report": local_report, "done": local_done, "storage": local_storage, "tables": _tables(local_url), "bucket": local_bucket},
-        "prod": {"report": prod_report, "done": prod_done, "storage": prod_storage, "tables": _tables(pg_url), "bucket": gcs_bucket},
+        "local": {
+            "report": local_report,
+            "done": local_done,
+            "storage": local_storage,
+            "tables": _tables(local_url),
+            "bucket": local_bucket,
+        },
+        "prod": {
+            "report": prod_report,
+            "done": prod_done,
+            "storage": prod_storage,
+            "tables": _tables(pg_url),
+            "bucket": gcs_bucket,
+        },
     }
 
 

@@ -10,8 +10,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from resources.warehouse import WarehouseResource
-from sunrise_assets.export import MANIFEST_KEY, ExportError, export_training, manifest_path
+from resources.sql_warehouse import WarehouseResource
+from sunrise_assets.cli.export import MANIFEST_KEY, ExportError, export_training, manifest_path
 
 FEATURES = ("alpha", "beta", "gamma")
 SCORES = ("sunalgo_x",)
@@ -69,9 +69,13 @@ def test_export_streams_every_row_in_bounded_batches(filled, tmp_path):
 
     side = json.loads(manifest_path(out).read_text())
     embedded = json.loads(meta.metadata[MANIFEST_KEY.encode()])
-    assert side["nights"] == embedded["nights"] == [
-        {"night_id": n, "epochs": values[n].shape[0], "sunalgo_version": f"1.{i % 2}"} for i, n in enumerate(NIGHTS)
-    ]
+    assert (
+        side["nights"]
+        == embedded["nights"]
+        == [
+            {"night_id": n, "epochs": values[n].shape[0], "sunalgo_version": f"1.{i % 2}"} for i, n in enumerate(NIGHTS)
+        ]
+    )
     assert side["code_versions"]["sunalgo"] == ["1.0", "1.1"] and side["features"] == list(FEATURES)
     assert side["warehouse_dialect"] == wh.dialect and len(side["sha256"]) == 64
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp-")] == []
@@ -96,13 +100,24 @@ def test_export_on_an_empty_warehouse_says_so(tmp_path):
 def test_sunrise_export_training_command(tmp_path):
     from typer.testing import CliRunner
 
-    from sunrise_assets.cli import app
+    from sunrise_assets.cli.app import app
 
     wh = WarehouseResource(url=f"sqlite:///{tmp_path / 'wh.sqlite'}")
     values = _fill(wh)
     out = tmp_path / "cli.parquet"
-    args = ["export-training", "--out", str(out), "--nights", f"{NIGHTS[0]},{NIGHTS[2]}", "--nights", NIGHTS[4],
-            "--warehouse", wh.url, "--batch-rows", "100"]
+    args = [
+        "export-training",
+        "--out",
+        str(out),
+        "--nights",
+        f"{NIGHTS[0]},{NIGHTS[2]}",
+        "--nights",
+        NIGHTS[4],
+        "--warehouse",
+        wh.url,
+        "--batch-rows",
+        "100",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "3 nights" in result.output

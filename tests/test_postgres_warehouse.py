@@ -8,9 +8,10 @@ import re
 
 import numpy as np
 import pytest
+from sqlalchemy.exc import DBAPIError, OperationalError
 
-import resources.warehouse as warehouse_module
-from resources.warehouse import WarehouseResource, sql_statements
+import resources.sql_warehouse as warehouse_module
+from resources.sql_warehouse import WarehouseResource, sql_statements
 
 FEATURES = ("alpha", "beta", "gamma")
 SCORES = ("sunalgo_x", "psg_x")
@@ -37,8 +38,13 @@ def pg_wh(postgres):
 
 
 def _training(wh):
-    return [tuple(r.values()) for r in wh.query(
-        "SELECT night_id, epoch, alpha, beta, gamma, psg_stage, psg_respiratory_event FROM training_epochs ORDER BY night_id, epoch")]
+    return [
+        tuple(r.values())
+        for r in wh.query(
+            "SELECT night_id, epoch, alpha, beta, gamma, psg_stage, psg_respiratory_event "
+            "FROM training_epochs ORDER BY night_id, epoch"
+        )
+    ]
 
 
 def test_dialect_specific_sql_is_chosen(wh):
@@ -74,10 +80,17 @@ def test_replacing_a_night_is_idempotent_and_leaves_others(wh):
         wh.replace_night_features("n1", FEATURES, np.full((2, 3), 7.0))
         wh.replace_night_labels("n1", ["N3", "W"], np.zeros(2))
         wh.rebuild_training_epochs("n1", FEATURES)
-    rows = wh.query("SELECT night_id, COUNT(*) AS n, MAX(alpha) AS a FROM training_epochs GROUP BY night_id ORDER BY night_id")
+    rows = wh.query(
+        "SELECT night_id, COUNT(*) AS n, MAX(alpha) AS a FROM training_epochs GROUP BY night_id ORDER BY night_id"
+    )
     assert rows == [{"night_id": "n1", "n": 2, "a": 7.0}, {"night_id": "n2", "n": 2, "a": 1.0}]
     assert wh.query("SELECT COUNT(*) AS n FROM epoch_features_long")[0]["n"] == 12
-    assert wh.delete_nights(["n2"]) == {"epoch_features_long": 6, "psg_epoch_labels": 2, "training_epochs": 2, "night_scores": 0}
+    assert wh.delete_nights(["n2"]) == {
+        "epoch_features_long": 6,
+        "psg_epoch_labels": 2,
+        "training_epochs": 2,
+        "night_scores": 0,
+    }
     assert [r["night_id"] for r in wh.query("SELECT DISTINCT night_id FROM training_epochs")] == ["n1"]
 
 
@@ -93,17 +106,33 @@ def test_a_crash_mid_replace_leaves_the_previous_version(wh, monkeypatch):
     # The DELETE of the night has run in the transaction when the bulk load dies.
     if wh.dialect == "postgresql":
         monkeypatch.setattr(warehouse_module, "_copy", crash)
+        expected = RuntimeError
     else:
-        monkeypatch.setattr(warehouse_module, "sql_statements", lambda name, dialect=None: (
-            {**warehouse_module.sql_statements.__wrapped__(name, dialect), "features": "INSERT INTO no_such_table VALUES (:night_id)"}
-            if name == "load.sql" else warehouse_module.sql_statements.__wrapped__(name, dialect)))
-    with pytest.raises(Exception):
+        real = warehouse_module.sql_statements
+
+        def failing_load(name, dialect=None):
+            statements = real(name, dialect)
+            return (
+                {**statements, "features": "INSERT INTO no_such_table VALUES (:night_id)"}
+                if name == "load.sql"
+                else statements
+            )
+
+        monkeypatch.setattr(warehouse_module, "sql_statements", failing_load)
+        expected = OperationalError  # the INSERT into a missing table, inside the transaction
+    with pytest.raises(expected):
         wh.replace_night_features("n1", FEATURES, np.full((2, 3), 9.0))
     monkeypatch.undo()
-    assert wh.query("SELECT COUNT(*) AS n, MAX(value) AS v FROM epoch_features_long WHERE night_id = 'n1'") == [{"n": 6, "v": 1.0}]
+    assert wh.query("SELECT COUNT(*) AS n, MAX(value) AS v FROM epoch_features_long WHERE night_id = 'n1'") == [
+        {"n": 6, "v": 1.0}
+    ]
     build, params = wh.training_build_sql(FEATURES)
-    monkeypatch.setattr(WarehouseResource, "training_build_sql", lambda self, names: (build.replace("psg_epoch_labels", "no_such_table"), params))
-    with pytest.raises(Exception):
+    monkeypatch.setattr(
+        WarehouseResource,
+        "training_build_sql",
+        lambda self, names: (build.replace("psg_epoch_labels", "no_such_table"), params),
+    )
+    with pytest.raises(DBAPIError):  # OperationalError on SQLite, ProgrammingError on PostgreSQL
         wh.rebuild_training_epochs("n1", FEATURES)
     monkeypatch.undo()
     assert _training(wh) == before
@@ -112,7 +141,9 @@ def test_a_crash_mid_replace_leaves_the_previous_version(wh, monkeypatch):
 def test_scores_row_and_nan_as_null(wh):
     wh.replace_night_scores("n1", {"sunalgo_version": "0", "sunalgo_x": float("nan"), "psg_x": 3.5})
     wh.replace_night_scores("n1", {"sunalgo_version": "0", "sunalgo_x": 1.0, "psg_x": 3.5})
-    assert wh.query("SELECT night_id, sunalgo_x, psg_x FROM night_scores") == [{"night_id": "n1", "sunalgo_x": 1.0, "psg_x": 3.5}]
+    assert wh.query("SELECT night_id, sunalgo_x, psg_x FROM night_scores") == [
+        {"night_id": "n1", "sunalgo_x": 1.0, "psg_x": 3.5}
+    ]
 
 
 def test_changed_feature_set_rebuilds_the_table(wh):
@@ -131,14 +162,17 @@ def test_added_score_columns_keep_the_rows(pg_wh):
     pg_wh.replace_night_scores("n1", {"sunalgo_version": "0", "sunalgo_x": 1.0, "psg_x": 3.5})
     pg_wh.ensure_schema(FEATURES, [*SCORES, "agreement_new_bias"])
     assert pg_wh.query("SELECT night_id, sunalgo_x, agreement_new_bias FROM night_scores") == [
-        {"night_id": "n1", "sunalgo_x": 1.0, "agreement_new_bias": None}]
+        {"night_id": "n1", "sunalgo_x": 1.0, "agreement_new_bias": None}
+    ]
 
 
 def test_postgres_loads_with_copy(pg_wh, monkeypatch):
     pg_wh.ensure_schema(FEATURES, SCORES)
     calls = []
     real = warehouse_module._copy
-    monkeypatch.setattr(warehouse_module, "_copy", lambda conn, stmt, data: (calls.append(stmt.split()[1]), real(conn, stmt, data)))
+    monkeypatch.setattr(
+        warehouse_module, "_copy", lambda conn, stmt, data: (calls.append(stmt.split()[1]), real(conn, stmt, data))
+    )
     pg_wh.replace_night_features("n\\odd\tname", FEATURES, np.ones((4, 3)))
     pg_wh.replace_night_labels("n\\odd\tname", ["W", None, "REM", "N1"], np.array([1, 0, 0, 1]))
     assert calls == ["epoch_features_long", "psg_epoch_labels"]
@@ -161,14 +195,20 @@ def test_explain_uses_the_indexes_on_postgres(pg_wh):
         values = rng.normal(size=(960, 21))
         values[rng.random(values.shape) < 0.02] = np.nan
         pg_wh.replace_night_features(night, features, values)
-        pg_wh.replace_night_labels(night, rng.choice(["W", "N1", "N2", "N3", "REM"], 960).tolist(), rng.integers(0, 2, 960))
+        pg_wh.replace_night_labels(
+            night, rng.choice(["W", "N1", "N2", "N3", "REM"], 960).tolist(), rng.integers(0, 2, 960)
+        )
         pg_wh.rebuild_training_epochs(night, features)
     with pg_wh.engine.begin() as conn:  # what autovacuum does after a big load
         conn.exec_driver_sql("ANALYZE")
     night = {"night_id": nights[17]}
 
     deletes = sql_statements("replace_night.sql")
-    for name, table in (("delete_features", "epoch_features_long"), ("delete_labels", "psg_epoch_labels"), ("delete_training", "training_epochs")):
+    for name, table in (
+        ("delete_features", "epoch_features_long"),
+        ("delete_labels", "psg_epoch_labels"),
+        ("delete_training", "training_epochs"),
+    ):
         plan = _plan(pg_wh, deletes[name], night)
         assert re.search(rf"Index (Only )?Scan (using|on) {table}_pkey", plan), plan
         assert "Seq Scan" not in plan, plan

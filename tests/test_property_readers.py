@@ -24,8 +24,8 @@ from hypothesis import strategies as st
 
 from sunalgo.labels import EVENT_TYPES, UNSCORED
 from sunalgo.recording import PatientInfo, RecordingError, encode_recording, parse_recording
-from sunrise_assets.pairing import read_recording_start_and_duration, scan_bucket
-from sunrise_assets.psg_edf import PsgFormatError, read_edf_start_and_duration, read_psg_edf
+from sunrise_assets.domain.pairing import read_recording_start_and_duration, scan_bucket
+from sunrise_assets.domain.psg_edf import PsgFormatError, read_edf_start_and_duration, read_psg_edf
 
 BOUNDED = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SMALL = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -65,9 +65,15 @@ def _recording_bytes(n: int = 64, rate: float = 10.0, scale: float = 0.001, seed
     acc = rng.integers(-2000, 2000, size=(n, 3))
     gyro = rng.integers(-200, 200, size=(n, 3))
     return encode_recording(
-        recording_id="r1", device_serial="SRB-12345", firmware="2.4.1",
+        recording_id="r1",
+        device_serial="SRB-12345",
+        firmware="2.4.1",
         start_time=datetime(2024, 1, 2, 22, 0, tzinfo=timezone(timedelta(hours=1))),
-        acc_counts=acc, gyro_counts=gyro, sample_rate_hz=rate, acc_scale=scale, gyro_scale=0.01,
+        acc_counts=acc,
+        gyro_counts=gyro,
+        sample_rate_hz=rate,
+        acc_scale=scale,
+        gyro_scale=0.01,
         patient=PatientInfo("Jane Doe", "1970-01-01", "P-000001", "brussels-uh", "note"),
     )
 
@@ -128,8 +134,16 @@ def test_recording_round_trip(n, rate, acc_scale, offset_min, seed, text):
     gyro = rng.integers(-32768, 32768, size=(n, 3))
     start = datetime(2024, 3, 1, 23, 15, 7, tzinfo=timezone(timedelta(minutes=offset_min)))
     data = encode_recording(
-        recording_id=text, device_serial=text, firmware=text, start_time=start, acc_counts=acc, gyro_counts=gyro,
-        sample_rate_hz=rate, acc_scale=acc_scale, gyro_scale=0.01, patient=PatientInfo(text, "", text, "", text),
+        recording_id=text,
+        device_serial=text,
+        firmware=text,
+        start_time=start,
+        acc_counts=acc,
+        gyro_counts=gyro,
+        sample_rate_hz=rate,
+        acc_scale=acc_scale,
+        gyro_scale=0.01,
+        patient=PatientInfo(text, "", text, "", text),
     )
     rec = parse_recording(data)
     np.testing.assert_array_equal(rec.accelerometer.counts, acc)
@@ -143,18 +157,29 @@ def test_recording_round_trip(n, rate, acc_scale, offset_min, seed, text):
 
 
 def _edf_bytes(annotations, *, seconds: int = 256, start: datetime = datetime(2024, 1, 2, 22, 0)) -> bytes:
-    signal = edfio.EdfSignal(np.full(seconds, 95.0), 1.0, label="SpO2", physical_range=(0.0, 100.0), digital_range=(0, 1000))
+    signal = edfio.EdfSignal(
+        np.full(seconds, 95.0), 1.0, label="SpO2", physical_range=(0.0, 100.0), digital_range=(0, 1000)
+    )
     return edfio.Edf(
-        [signal], patient=edfio.Patient(code="P-000001", name="Doe_Jane"),
-        recording=edfio.Recording(startdate=start.date()), starttime=start.time(), data_record_duration=32.0,
+        [signal],
+        patient=edfio.Patient(code="P-000001", name="Doe_Jane"),
+        recording=edfio.Recording(startdate=start.date()),
+        starttime=start.time(),
+        data_record_duration=32.0,
         annotations=[edfio.EdfAnnotation(*a) for a in annotations],
     ).to_bytes()
 
 
-VALID_EDF = _edf_bytes([
-    (0.0, 120.0, "Sleep stage W"), (120.0, 90.0, "Sleep stage N2"), (210.0, 30.0, "Sleep stage R"),
-    (130.0, 15.0, "Obstructive Apnea"), (160.0, 12.0, "Hypopnea"), (40.0, None, "Lights off"),
-])
+VALID_EDF = _edf_bytes(
+    [
+        (0.0, 120.0, "Sleep stage W"),
+        (120.0, 90.0, "Sleep stage N2"),
+        (210.0, 30.0, "Sleep stage R"),
+        (130.0, 15.0, "Obstructive Apnea"),
+        (160.0, 12.0, "Hypopnea"),
+        (40.0, None, "Lights off"),
+    ]
+)
 
 
 def _check_psg_labels(labels) -> None:
@@ -190,9 +215,28 @@ def test_edf_reader_arbitrary_bytes(data):
 
 
 _TEXTS = st.one_of(
-    st.sampled_from(["Sleep stage W", "Sleep stage 1", "Sleep stage 2", "Sleep stage 3", "Sleep stage 4",
-                     "Sleep stage R", "Sleep stage ?", "Sleep stage Q", "Movement time", "Obstructive Apnea",
-                     "Central apnea", "Hypopnea", "Apnea", "Lights off", "N2", "REM", "Stage X", "Arousal"]),
+    st.sampled_from(
+        [
+            "Sleep stage W",
+            "Sleep stage 1",
+            "Sleep stage 2",
+            "Sleep stage 3",
+            "Sleep stage 4",
+            "Sleep stage R",
+            "Sleep stage ?",
+            "Sleep stage Q",
+            "Movement time",
+            "Obstructive Apnea",
+            "Central apnea",
+            "Hypopnea",
+            "Apnea",
+            "Lights off",
+            "N2",
+            "REM",
+            "Stage X",
+            "Arousal",
+        ]
+    ),
     st.text(st.characters(codec="utf-8", exclude_characters="\x00\x14\x15"), min_size=1, max_size=20),
 )
 
@@ -245,7 +289,9 @@ class _MemoryBucket:
 
 
 @SMALL
-@given(pb=st.one_of(mutated(VALID_PB), st.binary(max_size=64)), edf=st.one_of(mutated(VALID_EDF), st.binary(max_size=300)))
+@given(
+    pb=st.one_of(mutated(VALID_PB), st.binary(max_size=64)), edf=st.one_of(mutated(VALID_EDF), st.binary(max_size=300))
+)
 def test_scan_never_raises_and_accounts_for_every_file(pb, edf):
     """Whatever the raw bytes, the scan returns: each file is paired, unpaired, or a problem naming it."""
     rec_path = "raw/sunrise/site-a/P-1/P-1_20240102.pb"
@@ -258,9 +304,9 @@ def test_scan_never_raises_and_accounts_for_every_file(pb, edf):
     assert studies.count(study) + sum(p.startswith(study) for p in result.problems) == 1
 
 
-# -------------------------------------------------- the other PSG formats (sunrise_assets.psg_readers)
+# -------------------------------------------------- the other PSG formats (sunrise_assets.domain.psg_readers)
 
-readers = pytest.importorskip("sunrise_assets.psg_readers")
+readers = pytest.importorskip("sunrise_assets.domain.psg_readers")
 
 
 def _check_reader(read, data: bytes, **kwargs) -> None:
@@ -273,14 +319,28 @@ def _check_reader(read, data: bytes, **kwargs) -> None:
 
 
 _NUM = st.one_of(
-    st.integers(-10, 40000).map(str), st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.integers(-10, 40000).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
     st.sampled_from(["", "nan", "inf", "-inf", "1e308", "1e-300", "30", "0", "-30", "abc", "1,5"]),
 )
 _CONCEPT = st.one_of(
-    st.sampled_from(["SDO:WakeState", "SDO:NonRapidEyeMovementSleep-N2", "SDO:RapidEyeMovementSleep",
-                     "SDO:ObstructiveApneaFinding", "SDO:HypopneaFinding", "Recording Start Time", "Stage 2 sleep|2",
-                     "Wake|0", "REM sleep|5", "Obstructive apnea|Obstructive Apnea", "SDO:NonRapidEyeMovementSleep-N7",
-                     "Deleted Hypopnea", "Stages|Stages"]),
+    st.sampled_from(
+        [
+            "SDO:WakeState",
+            "SDO:NonRapidEyeMovementSleep-N2",
+            "SDO:RapidEyeMovementSleep",
+            "SDO:ObstructiveApneaFinding",
+            "SDO:HypopneaFinding",
+            "Recording Start Time",
+            "Stage 2 sleep|2",
+            "Wake|0",
+            "REM sleep|5",
+            "Obstructive apnea|Obstructive Apnea",
+            "SDO:NonRapidEyeMovementSleep-N7",
+            "Deleted Hypopnea",
+            "Stages|Stages",
+        ]
+    ),
     st.text(max_size=15),
 )
 
@@ -289,31 +349,47 @@ _CONCEPT = st.one_of(
 def nsrr_xml(draw) -> bytes:
     events = []
     for _ in range(draw(st.integers(0, 6))):
-        fields = {"EventType": draw(st.sampled_from(["", "Stages|Stages", "Respiratory|Respiratory"])),
-                  "EventConcept": draw(_CONCEPT), "Start": draw(_NUM), "Duration": draw(_NUM)}
+        fields = {
+            "EventType": draw(st.sampled_from(["", "Stages|Stages", "Respiratory|Respiratory"])),
+            "EventConcept": draw(_CONCEPT),
+            "Start": draw(_NUM),
+            "Duration": draw(_NUM),
+        }
         if draw(st.booleans()):
             fields["ClockTime"] = draw(st.sampled_from(["02.01.24 22.00.00", "00.00.00 22.00.00", "garbage", ""]))
         body = "".join(f"<{k}>{sax.escape(v)}</{k}>" for k, v in fields.items() if draw(st.integers(0, 9)))
         events.append(f"<ScoredEvent>{body}</ScoredEvent>")
     epoch = draw(st.one_of(st.just("30"), _NUM))
-    return f"<?xml version='1.0'?><PSGAnnotation><EpochLength>{sax.escape(epoch)}</EpochLength><ScoredEvents>{''.join(events)}</ScoredEvents></PSGAnnotation>".encode()
+    return (
+        f"<?xml version='1.0'?><PSGAnnotation><EpochLength>{sax.escape(epoch)}</EpochLength>"
+        f"<ScoredEvents>{''.join(events)}</ScoredEvents></PSGAnnotation>"
+    ).encode()
 
 
 @st.composite
 def profusion_xml(draw) -> bytes:
-    stages = "".join(f"<SleepStage>{sax.escape(draw(st.one_of(st.sampled_from(['0', '1', '2', '3', '4', '5', '9']), _NUM)))}</SleepStage>"
-                     for _ in range(draw(st.integers(0, 8))))
+    stages = "".join(
+        f"<SleepStage>{sax.escape(draw(st.one_of(st.sampled_from(['0', '1', '2', '3', '4', '5', '9']), _NUM)))}"
+        "</SleepStage>"
+        for _ in range(draw(st.integers(0, 8)))
+    )
     events = "".join(
         f"<ScoredEvent><Name>{sax.escape(draw(_CONCEPT))}</Name><Start>{sax.escape(draw(_NUM))}</Start>"
-        f"<Duration>{sax.escape(draw(_NUM))}</Duration></ScoredEvent>" for _ in range(draw(st.integers(0, 5)))
+        f"<Duration>{sax.escape(draw(_NUM))}</Duration></ScoredEvent>"
+        for _ in range(draw(st.integers(0, 5)))
     )
     epoch = draw(st.one_of(st.just("30"), _NUM))
-    return (f"<CMPStudyConfig><EpochLength>{sax.escape(epoch)}</EpochLength><SleepStages>{stages}</SleepStages>"
-            f"<ScoredEvents>{events}</ScoredEvents></CMPStudyConfig>").encode()
+    return (
+        f"<CMPStudyConfig><EpochLength>{sax.escape(epoch)}</EpochLength><SleepStages>{stages}</SleepStages>"
+        f"<ScoredEvents>{events}</ScoredEvents></CMPStudyConfig>"
+    ).encode()
 
 
 _CLOCK = st.one_of(
-    st.builds(lambda s: (datetime(2024, 1, 2, 22) + timedelta(seconds=s)).strftime("%d/%m/%Y %H:%M:%S"), st.integers(-100000, 100000)),
+    st.builds(
+        lambda s: (datetime(2024, 1, 2, 22) + timedelta(seconds=s)).strftime("%d/%m/%Y %H:%M:%S"),
+        st.integers(-100000, 100000),
+    ),
     st.builds(lambda s: (datetime(2024, 1, 2, 22) + timedelta(seconds=s)).strftime("%H:%M:%S"), st.integers(0, 86399)),
     st.sampled_from(["", "31/02/2024 25:61:61", "2024-01-02T22:00:00", "garbage"]),
 )
@@ -323,17 +399,33 @@ _CLOCK = st.one_of(
 def noxturnal_csv(draw) -> bytes:
     rows = ["Start Time,End Time,Event,Duration,"]
     for _ in range(draw(st.integers(0, 8))):
-        label = draw(st.one_of(st.sampled_from(["Wake", "N1", "N2", "N3", "REM", "A. Obstructive", "Hypopnée", "Désat", "Artefact", "Stage Z"]), st.text(max_size=10)))
-        rows.append(",".join(f'"{c}"' if any(x in c for x in ',"\n\r') else c for c in
-                             (draw(_CLOCK), draw(_CLOCK), label.replace('"', ''), draw(_NUM))) + ",")
+        label = draw(
+            st.one_of(
+                st.sampled_from(
+                    ["Wake", "N1", "N2", "N3", "REM", "A. Obstructive", "Hypopnée", "Désat", "Artefact", "Stage Z"]
+                ),
+                st.text(max_size=10),
+            )
+        )
+        rows.append(
+            ",".join(
+                f'"{c}"' if any(x in c for x in ',"\n\r') else c
+                for c in (draw(_CLOCK), draw(_CLOCK), label.replace('"', ""), draw(_NUM))
+            )
+            + ","
+        )
     text = "\r\n".join(rows)
     return draw(st.sampled_from([text.encode("utf-8"), text.encode("utf-16"), b"\xef\xbb\xbf" + text.encode("utf-8")]))
 
 
 @BOUNDED
 @given(nsrr_xml())
-@example(b"<PSGAnnotation><ScoredEvents><ScoredEvent><EventConcept>SDO:WakeState</EventConcept><Start>inf</Start></ScoredEvent></ScoredEvents></PSGAnnotation>")
-@example(b"<PSGAnnotation><EpochLength>1e-300</EpochLength><ScoredEvents><ScoredEvent><EventConcept>SDO:WakeState</EventConcept><Start>0</Start><Duration>1</Duration></ScoredEvent></ScoredEvents></PSGAnnotation>")
+@example(
+    b"<PSGAnnotation><ScoredEvents><ScoredEvent><EventConcept>SDO:WakeState</EventConcept><Start>inf</Start></ScoredEvent></ScoredEvents></PSGAnnotation>"
+)
+@example(
+    b"<PSGAnnotation><EpochLength>1e-300</EpochLength><ScoredEvents><ScoredEvent><EventConcept>SDO:WakeState</EventConcept><Start>0</Start><Duration>1</Duration></ScoredEvent></ScoredEvents></PSGAnnotation>"
+)
 def test_nsrr_xml_reader(data):
     _check_reader(readers.nsrr_xml.read_nsrr_xml, data)
 
@@ -352,8 +444,13 @@ def test_noxturnal_csv_reader(data):
 
 @BOUNDED
 @given(
-    st.lists(st.one_of(st.sampled_from(["W", "N1", "N2", "N3", "R", "REM", "?", "0", "1", "2", "5", "-1", "9", "# c", "", "N7"]),
-                       st.text(max_size=6)), max_size=20),
+    st.lists(
+        st.one_of(
+            st.sampled_from(["W", "N1", "N2", "N3", "R", "REM", "?", "0", "1", "2", "5", "-1", "9", "# c", "", "N7"]),
+            st.text(max_size=6),
+        ),
+        max_size=20,
+    ),
     st.sampled_from([None, "yasa", "rk-5rem", "0=W,1=N1", "bogus", "0=Z"]),
 )
 def test_hypnogram_text_reader(lines, coding):
@@ -373,14 +470,20 @@ def test_read_labels_dispatch_arbitrary_bytes(data):
 
 @BOUNDED
 @given(
-    st.lists(st.tuples(st.floats(allow_nan=True, allow_infinity=True), st.floats(allow_nan=True, allow_infinity=True),
-                       st.integers(-1, 4)), max_size=6),
+    st.lists(
+        st.tuples(
+            st.floats(allow_nan=True, allow_infinity=True),
+            st.floats(allow_nan=True, allow_infinity=True),
+            st.integers(-1, 4),
+        ),
+        max_size=6,
+    ),
     st.floats(0.5, 60),
     st.one_of(st.none(), st.integers(0, 10**12)),
 )
 def test_expand_runs_is_bounded(runs, epoch_s, n_epochs):
     """Stage runs at absurd onsets (1e300 s, inf, NaN) are an error, never gigabytes or a wrap-around."""
-    from sunrise_assets.psg_readers.model import MAX_STUDY_S, expand_runs
+    from sunrise_assets.domain.psg_readers.psg_labels import MAX_STUDY_S, expand_runs
 
     onsets, durations, codes = (np.array([r[i] for r in runs], dtype=float) for i in range(3))
     try:
@@ -391,8 +494,18 @@ def test_expand_runs_is_bounded(runs, epoch_s, n_epochs):
     assert stages.size * epoch_s <= MAX_STUDY_S + epoch_s
 
 
-@pytest.mark.parametrize("field, value", [(244, b"nan     "), (244, b"inf     "), (244, b"1e308   "), (236, b"-5      "),
-                                          (236, b"99999999"), (168, b"31.02.24"), (176, b"25.61.00")])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        (244, b"nan     "),
+        (244, b"inf     "),
+        (244, b"1e308   "),
+        (236, b"-5      "),
+        (236, b"99999999"),
+        (168, b"31.02.24"),
+        (176, b"25.61.00"),
+    ],
+)
 def test_pairing_edf_header_absurd_fields(field, value):
     """Header-only read of a study: a NaN/infinite record length or a bad date is a PsgFormatError naming
     the file, a merely large length is a finite duration."""

@@ -11,8 +11,8 @@ from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, materialize
 
 from resources.bucket import BucketResource
 from sunalgo.agreement import BIAS_SCORES
-from sunrise_assets import layout
-from sunrise_assets.io import read_json, read_parquet
+from sunrise_assets.domain import layout
+from sunrise_assets.domain.layer_files import read_json, read_parquet
 
 
 def test_biases_are_predicted_minus_psg_of_the_gold_scores(ingested):
@@ -41,7 +41,8 @@ def test_biases_are_predicted_minus_psg_of_the_gold_scores(ingested):
         assert doc["confusion_matrix"] == counted.tolist() and counted.sum() == doc["n_epochs"]
 
         record = instance.fetch_materializations(
-            AssetRecordsFilter(asset_key=AssetKey("psg_agreement"), asset_partitions=[night]), limit=1).records[0]
+            AssetRecordsFilter(asset_key=AssetKey("psg_agreement"), asset_partitions=[night]), limit=1
+        ).records[0]
         metadata = record.asset_materialization.metadata
         for key in BIAS_SCORES:
             if doc[key] is not None:
@@ -51,12 +52,16 @@ def test_biases_are_predicted_minus_psg_of_the_gold_scores(ingested):
 def test_psg_agreement_reads_the_scores_instead_of_recomputing_them(ingested, tmp_path, monkeypatch):
     """On a copy of one night's inputs, with sunalgo's clinical_scores made to fail: same bytes."""
     import sunalgo.scores
-    from sunrise_assets.gold import psg_agreement
+    from sunrise_assets.defs.gold import psg_agreement
 
     source, night = ingested["bucket"], sorted(ingested["report"].materialized)[0]
     copy = BucketResource(url=str(tmp_path / "bucket"))
-    for path in (layout.silver_hypnogram(night), layout.silver_respiratory_events(night),
-                 layout.gold_predictions(night), layout.gold_scores(night)):
+    for path in (
+        layout.silver_hypnogram(night),
+        layout.silver_respiratory_events(night),
+        layout.gold_predictions(night),
+        layout.gold_scores(night),
+    ):
         copy.write_bytes(path, source.read_bytes(path))
 
     def no_recompute(*args, **kwargs):
@@ -65,7 +70,8 @@ def test_psg_agreement_reads_the_scores_instead_of_recomputing_them(ingested, tm
     monkeypatch.setattr(sunalgo.scores, "clinical_scores", no_recompute)
     with DagsterInstance.ephemeral() as instance:
         instance.add_dynamic_partitions("nights", [night])
-        result = materialize([psg_agreement], partition_key=night, instance=instance, resources={"bucket": copy},
-                             raise_on_error=False)
+        result = materialize(
+            [psg_agreement], partition_key=night, instance=instance, resources={"bucket": copy}, raise_on_error=False
+        )
     assert result.success, [e.message for e in result.all_events if e.is_failure]
     assert copy.read_bytes(layout.gold_agreement(night)) == source.read_bytes(layout.gold_agreement(night))

@@ -12,8 +12,8 @@ import pyedflib
 import pytest
 
 from sunalgo.labels import EPOCH_S
-from sunrise_assets.generate import generate_bucket
-from sunrise_assets.psg_edf import PsgFormatError, event_type, read_edf_start_and_duration, read_psg_edf
+from sunrise_assets.domain.psg_edf import PsgFormatError, event_type, read_edf_start_and_duration, read_psg_edf
+from sunrise_assets.synthetic.generate import generate_bucket
 
 SLEEP_EDF = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real" / "sleep_edf"
 HYPNOGRAM = SLEEP_EDF / "SC4001EC-Hypnogram.edf"
@@ -49,7 +49,11 @@ def _pyedflib_annotations(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]
 def _pyedflib_hypnogram(path: Path) -> np.ndarray:
     """Independent expansion of the stage TALs, read by pyedflib (plain loop, test only)."""
     onsets, durations, texts = _pyedflib_annotations(path)
-    runs = [(o, d, t.removeprefix("Sleep stage ")) for o, d, t in zip(onsets, durations, texts) if t.startswith("Sleep stage ")]
+    runs = [
+        (o, d, t.removeprefix("Sleep stage "))
+        for o, d, t in zip(onsets, durations, texts)
+        if t.startswith("Sleep stage ")
+    ]
     n = int(round(max(o + d for o, d, _ in runs) / EPOCH_S))
     out = np.full(n, -1, dtype=np.int8)
     for onset, duration, stage in runs:
@@ -120,7 +124,9 @@ def test_real_sleep_edf_hypnogram():
     # Stages 3 and 4 are N3; "Sleep stage ?" is unscored.
     counts = np.bincount(labels.stages + 1, minlength=6)
     expected = {
-        code: int(sum(d for d, t in zip(durations, texts) if PYEDFLIB_STAGE[t.removeprefix("Sleep stage ")] == code) / 30)
+        code: int(
+            sum(d for d, t in zip(durations, texts) if PYEDFLIB_STAGE[t.removeprefix("Sleep stage ")] == code) / 30
+        )
         for code in range(-1, 5)
     }
     assert counts.tolist() == [expected[c] for c in range(-1, 5)]
@@ -139,42 +145,60 @@ def test_real_sleep_edf_psg_without_stages():
 
 
 def test_stage_spellings_unscored_and_gaps():
-    data = _edf_bytes([
-        (0, 60, "Sleep stage W"),
-        (60, 30, "sleep stage n1"),
-        (90, 30, "Sleep stage 2"),
-        (120, 60, "Sleep stage 3"),
-        (180, 30, "Sleep stage 4"),
-        (210, 30, "Movement time"),
-        (240, 30, "Sleep stage ?"),
-        (270, 30, "Sleep stage REM"),
-        (300, 30, "Sleep stage R"),
-        (360, 30, "Sleep stage N3"),  # 330-360 not scored: a gap
-        (390, None, "Sleep stage W"),  # no duration: one epoch
-    ])
+    data = _edf_bytes(
+        [
+            (0, 60, "Sleep stage W"),
+            (60, 30, "sleep stage n1"),
+            (90, 30, "Sleep stage 2"),
+            (120, 60, "Sleep stage 3"),
+            (180, 30, "Sleep stage 4"),
+            (210, 30, "Movement time"),
+            (240, 30, "Sleep stage ?"),
+            (270, 30, "Sleep stage REM"),
+            (300, 30, "Sleep stage R"),
+            (360, 30, "Sleep stage N3"),  # 330-360 not scored: a gap
+            (390, None, "Sleep stage W"),  # no duration: one epoch
+        ]
+    )
     labels = read_psg_edf(data)
     assert labels.stages.tolist() == [0, 0, 1, 2, 3, 3, 3, -1, -1, 4, 4, -1, 3, 0]
     assert labels.start == datetime(2024, 5, 6, 22, 15, 30)
 
 
 def test_event_mapping_case_insensitive():
-    data = _edf_bytes([
-        (0, 600, "Sleep stage N2"),
-        (10, 20, "Obstructive Apnea"),
-        (40, 15, "CENTRAL_APNEA"),
-        (70, 25, "mixed apnea"),
-        (100, 12, "Hypopnea"),
-        (130, 14, "Obstructive Hypopnea"),
-        (160, 11, "Apnea"),
-        (200, None, "Lights off"),
-        (210, 3, "Arousal"),
-        (220, None, "Patient asked for water"),
-    ])
+    data = _edf_bytes(
+        [
+            (0, 600, "Sleep stage N2"),
+            (10, 20, "Obstructive Apnea"),
+            (40, 15, "CENTRAL_APNEA"),
+            (70, 25, "mixed apnea"),
+            (100, 12, "Hypopnea"),
+            (130, 14, "Obstructive Hypopnea"),
+            (160, 11, "Apnea"),
+            (200, None, "Lights off"),
+            (210, 3, "Arousal"),
+            (220, None, "Patient asked for water"),
+        ]
+    )
     labels = read_psg_edf(data)
     ev = labels.events
     assert ev["type"].tolist() == ["obstructive_apnea", "central_apnea", "mixed_apnea", "hypopnea", "hypopnea", "other"]
-    assert ev["label"].tolist() == ["Obstructive Apnea", "CENTRAL_APNEA", "mixed apnea", "Hypopnea", "Obstructive Hypopnea", "Apnea"]
-    assert ev["onset_s"].tolist() == [10, 40, 70, 100, 130, 160] and ev["duration_s"].tolist() == [20, 15, 25, 12, 14, 11]
+    assert ev["label"].tolist() == [
+        "Obstructive Apnea",
+        "CENTRAL_APNEA",
+        "mixed apnea",
+        "Hypopnea",
+        "Obstructive Hypopnea",
+        "Apnea",
+    ]
+    assert ev["onset_s"].tolist() == [10, 40, 70, 100, 130, 160] and ev["duration_s"].tolist() == [
+        20,
+        15,
+        25,
+        12,
+        14,
+        11,
+    ]
     assert labels.other_annotations == ["Lights off", "Arousal", "Patient asked for water"]
     assert event_type("Obstructive apnoea") == "obstructive_apnea" and event_type("Desaturation") is None
 
@@ -208,14 +232,18 @@ def test_truncated_file(generated):
 def test_no_stages_and_unknown_stages():
     with pytest.raises(PsgFormatError, match=r"^a\.edf: no sleep stage annotations"):
         read_psg_edf(_edf_bytes([(10, 20, "Hypopnea")]), source="a.edf")
-    bad = _edf_bytes([(0, 30, "Sleep stage W"), (30, 30, "Sleep stage 5"), (60, 30, "Sleep stage X"), (90, 30, "Sleep stage 5")])
+    bad = _edf_bytes(
+        [(0, 30, "Sleep stage W"), (30, 30, "Sleep stage 5"), (60, 30, "Sleep stage X"), (90, 30, "Sleep stage 5")]
+    )
     with pytest.raises(PsgFormatError, match=r"^b\.edf: unknown sleep stage label\(s\): Sleep stage 5, Sleep stage X$"):
         read_psg_edf(bad, source="b.edf")
     assert issubclass(PsgFormatError, ValueError)
 
 
 def test_anonymised_startdate_falls_back_to_the_header():
-    edf = edfio.Edf([], starttime=datetime(2024, 2, 3, 21, 5, 7).time(), annotations=[edfio.EdfAnnotation(0, 30, "Sleep stage W")])
+    edf = edfio.Edf(
+        [], starttime=datetime(2024, 2, 3, 21, 5, 7).time(), annotations=[edfio.EdfAnnotation(0, 30, "Sleep stage W")]
+    )
     edf.recording = edfio.Recording(startdate=None)  # "Startdate X"
     data = bytearray(edf.to_bytes())
     data[168:176] = b"03.02.24"

@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 
 from sunalgo.labels import AROUSAL, DESATURATION, OTHER, UNSCORED
-from sunrise_assets.psg_readers import PsgFormatError, detect_format, read_labels
-from sunrise_assets.psg_writers import (
+from sunrise_assets.domain.psg_readers import PsgFormatError, detect_format, read_labels
+from sunrise_assets.domain.psg_writers import (
     NSRR_STYLES,
     STAGE_CODING_FILE,
     write_hypnogram_text,
@@ -23,7 +23,7 @@ from sunrise_assets.psg_writers import (
     write_profusion_xml,
     write_stage_coding,
 )
-from sunrise_assets.synthetic import hypnogram, respiratory_events
+from sunrise_assets.synthetic.simulator import hypnogram, respiratory_events
 from tests.conftest import real_file
 
 START = datetime(2024, 10, 26, 22, 47, 13)  # the night crosses midnight (and, in Brussels, a DST change)
@@ -41,10 +41,18 @@ def truth() -> tuple[np.ndarray, pd.DataFrame]:
     resp = respiratory_events(rng, stages, np.zeros(stages.size, dtype=np.int64), 25.0)
     assert len(resp) > 50
     ends = (resp["onset_s"] + resp["duration_s"]).to_numpy()[::2]
-    desat = pd.DataFrame({"onset_s": np.round(ends + 3.0, 1), "duration_s": np.round(rng.uniform(8, 40, ends.size), 1),
-                          "type": DESATURATION, "nadir": np.round(rng.uniform(78, 93, ends.size)), "baseline": 95.0})
-    arousal = pd.DataFrame({"onset_s": np.round(ends - 1.5, 1), "duration_s": np.round(rng.uniform(3, 15, ends.size), 1),
-                            "type": AROUSAL})
+    desat = pd.DataFrame(
+        {
+            "onset_s": np.round(ends + 3.0, 1),
+            "duration_s": np.round(rng.uniform(8, 40, ends.size), 1),
+            "type": DESATURATION,
+            "nadir": np.round(rng.uniform(78, 93, ends.size)),
+            "baseline": 95.0,
+        }
+    )
+    arousal = pd.DataFrame(
+        {"onset_s": np.round(ends - 1.5, 1), "duration_s": np.round(rng.uniform(3, 15, ends.size), 1), "type": AROUSAL}
+    )
     events = pd.concat([resp, desat, arousal], ignore_index=True).sort_values("onset_s", kind="stable")
     return stages, events.reset_index(drop=True)
 
@@ -71,8 +79,9 @@ def _check_events(got: pd.DataFrame, events: pd.DataFrame, *, whole_seconds: boo
 def test_nsrr_round_trip(truth, style):
     stages, events = truth
     deleted = (1234.5, 12.0, "Deleted Hypopnea 4% A")
-    data = write_nsrr_xml(stages, events, start=START, style=style,
-                          other_events=[deleted, (600.0, 9.0, "Oximetry Artifact Event")])
+    data = write_nsrr_xml(
+        stages, events, start=START, style=style, other_events=[deleted, (600.0, 9.0, "Oximetry Artifact Event")]
+    )
     assert detect_format(data) == "nsrr-xml"
     labels = read_labels(data, source=f"{style}.xml")
     assert labels.format == "nsrr-xml" and labels.start == START and labels.epoch_s == 30.0
@@ -98,8 +107,13 @@ def test_profusion_round_trip(truth):
 @pytest.mark.parametrize("language", ["fr", "en"])
 def test_noxturnal_round_trip(truth, language):
     stages, events = truth
-    data = write_noxturnal_csv(stages, events, start=START, language=language,
-                               other_events=[(0.0, 0.0, "Début de l'analyse" if language == "fr" else "Analysis start")])
+    data = write_noxturnal_csv(
+        stages,
+        events,
+        start=START,
+        language=language,
+        other_events=[(0.0, 0.0, "Début de l'analyse" if language == "fr" else "Analysis start")],
+    )
     assert detect_format(data) == "noxturnal-csv"
     labels = read_labels(data, source="n.csv")
     assert labels.start == START, "the first stage row's clock time is the study start"
@@ -137,14 +151,23 @@ def test_nsrr_without_clock_and_with_a_longer_recording(truth):
 
 def test_events_of_type_other_keep_their_label_and_empty_events(truth):
     stages, _ = truth
-    events = pd.DataFrame({"onset_s": [100.0, 50.0], "duration_s": [10.0, np.nan], "type": [OTHER, "hypopnea"],
-                           "label": ["PLM (Left)", None]})
+    events = pd.DataFrame(
+        {
+            "onset_s": [100.0, 50.0],
+            "duration_s": [10.0, np.nan],
+            "type": [OTHER, "hypopnea"],
+            "label": ["PLM (Left)", None],
+        }
+    )
     for data in (write_nsrr_xml(stages, events, start=START), write_profusion_xml(stages, events)):
         labels = read_labels(data)
         assert labels.events["type"].tolist() == ["hypopnea", OTHER]
         assert labels.other_annotations == ["PLM (Left)"] and math.isnan(labels.events["duration_s"][0])
-    for data in (write_nsrr_xml(stages, None, start=START), write_profusion_xml(stages, events.iloc[:0]),
-                 write_noxturnal_csv(stages, None, start=START)):
+    for data in (
+        write_nsrr_xml(stages, None, start=START),
+        write_profusion_xml(stages, events.iloc[:0]),
+        write_noxturnal_csv(stages, None, start=START),
+    ):
         labels = read_labels(data)
         assert np.array_equal(labels.stages, stages) and labels.events.empty
 
@@ -192,7 +215,9 @@ def test_nsrr_file_looks_like_the_translator_output(truth):
 def test_profusion_file_looks_like_the_compumedics_export(truth):
     stages, events = truth
     data = write_profusion_xml(stages, events)
-    assert data.startswith(b'<?xml version="1.0" encoding="utf-8"?>\r\n<CMPStudyConfig>\r\n\t<EpochLength>30</EpochLength>')
+    assert data.startswith(
+        b'<?xml version="1.0" encoding="utf-8"?>\r\n<CMPStudyConfig>\r\n\t<EpochLength>30</EpochLength>'
+    )
     assert b"\n" not in data.replace(b"\r\n", b"") and not data.endswith(b"\n")
     root = ET.fromstring(data)
     real = ET.fromstring(real_file("nsrr_xml", "compumedics_profusion", "100022.xml").read_bytes())
@@ -200,7 +225,9 @@ def test_profusion_file_looks_like_the_compumedics_export(truth):
     codes = [int(s.text) for s in root.iter("SleepStage")]
     assert len(codes) == stages.size and set(codes) <= {0, 1, 2, 3, 5, 9} and 5 in codes and 9 in codes
     desat = next(e for e in root.iter("ScoredEvent") if e.findtext("Name") == "SpO2 desaturation")
-    assert [c.tag for c in desat] == [c.tag for c in next(e for e in real.iter("ScoredEvent") if e.find("LowestSpO2") is not None)]
+    assert [c.tag for c in desat] == [
+        c.tag for c in next(e for e in real.iter("ScoredEvent") if e.find("LowestSpO2") is not None)
+    ]
     assert b"ClockTime" not in data and b"2024" not in data
 
 
@@ -224,7 +251,9 @@ def test_noxturnal_file_looks_like_the_rsleep_export(truth):
     assert {"Éveil", "N2", "REM", "A. Obstructive", "Hypopnée", "Désat", "Micro-éveil"} <= names
     # Unscored epochs inside the night are gaps (Noxturnal writes no row); first and last epochs pin the grid.
     assert [i for i, m in enumerate(rows) if m.group(3) == "Non scoré"] == [0, len(rows) - 1]
-    stage_rows = [m for m in rows if m.group(4) == "30" and m.group(3) in {"Éveil", "N1", "N2", "N3", "REM", "Non scoré"}]
+    stage_rows = [
+        m for m in rows if m.group(4) == "30" and m.group(3) in {"Éveil", "N1", "N2", "N3", "REM", "Non scoré"}
+    ]
     assert len(stage_rows) == int((stages != UNSCORED).sum()) + 2
     english = write_noxturnal_csv(stages, events, start=START, language="en").decode("utf-16")
     assert english.startswith("Start Time,End Time,Event,Duration,\r\n[],[],[],[s],\r\n")
@@ -241,12 +270,15 @@ def test_hypnogram_text_looks_like_yasa_and_sleep_accel(truth):
     assert len(rk) == stages.size and set(rk) <= {"0", "1", "2", "3", "5", "-1"} and "5" in rk
 
 
-@pytest.mark.parametrize("parts", [
-    ("nsrr_xml", "nsrr_psgannotation", "100022_Compumedics.xml"),
-    ("nsrr_xml", "compumedics_profusion", "100022.xml"),
-    ("noxturnal_rsleep", "noxturnal_events_example_unicode.csv"),
-    ("noxturnal_rsleep", "noxturnal_events_example_unicode_2.csv"),
-])
+@pytest.mark.parametrize(
+    "parts",
+    [
+        ("nsrr_xml", "nsrr_psgannotation", "100022_Compumedics.xml"),
+        ("nsrr_xml", "compumedics_profusion", "100022.xml"),
+        ("noxturnal_rsleep", "noxturnal_events_example_unicode.csv"),
+        ("noxturnal_rsleep", "noxturnal_events_example_unicode_2.csv"),
+    ],
+)
 def test_real_exports_rewritten_read_the_same(parts):
     """A real night read, written again in its own format and read back: same stages and events
     (other events included, with their labels); the writers handle what real nights contain."""

@@ -18,14 +18,25 @@ import pytest
 import yasa
 
 from sunalgo.scores import clinical_scores
-from sunrise_assets.psg_readers import read_labels
+from sunrise_assets.domain.psg_readers import read_labels
 from tests.conftest import real_file
 
 TOL = 0.01  # minutes (and percentage points)
 PAIRS = {
-    "TIB": "time_in_bed_min", "SPT": "sleep_period_time_min", "WASO": "waso_min", "TST": "total_sleep_time_min",
-    "SOL": "sleep_onset_latency_min", "SE": "sleep_efficiency_pct", "N1": "n1_min", "N2": "n2_min", "N3": "n3_min",
-    "REM": "rem_min", "%N1": "n1_pct", "%N2": "n2_pct", "%N3": "n3_pct", "%REM": "rem_pct",
+    "TIB": "time_in_bed_min",
+    "SPT": "sleep_period_time_min",
+    "WASO": "waso_min",
+    "TST": "total_sleep_time_min",
+    "SOL": "sleep_onset_latency_min",
+    "SE": "sleep_efficiency_pct",
+    "N1": "n1_min",
+    "N2": "n2_min",
+    "N3": "n3_min",
+    "REM": "rem_min",
+    "%N1": "n1_pct",
+    "%N2": "n2_pct",
+    "%N3": "n3_pct",
+    "%REM": "rem_pct",
 }
 REAL_HYPNOGRAMS = {
     "sleep-edf SC4001EC": (("sleep_edf", "SC4001EC-Hypnogram.edf"), None),
@@ -34,8 +45,10 @@ REAL_HYPNOGRAMS = {
     "nsrr 100022": (("nsrr_xml", "nsrr_psgannotation", "100022_Compumedics.xml"), None),
     "noxturnal 1": (("noxturnal_rsleep", "noxturnal_events_example_unicode.csv"), None),
     "noxturnal 2": (("noxturnal_rsleep", "noxturnal_events_example_unicode_2.csv"), None),
-    **{f"walch {s}": (("sleep_accel_walch2019", "features", f"{s}_psg_labels.out"), "rk-5rem")
-       for s in ("46343", "759667", "781756", "844359")},
+    **{
+        f"walch {s}": (("sleep_accel_walch2019", "features", f"{s}_psg_labels.out"), "rk-5rem")
+        for s in ("46343", "759667", "781756", "844359")
+    },
 }
 YASA_STR = {0: "WAKE", 1: "N1", 2: "N2", 3: "N3", 4: "REM", -1: "UNS"}
 
@@ -89,7 +102,9 @@ def test_rem_latency_definition_differs_from_yasa_by_sol():
     legacy, _ = yasa_stats(labels.stages)
     assert legacy["SOL"] > 0
     assert ours["rem_latency_min"] == pytest.approx(legacy["Lat_REM"] - legacy["SOL"])
-    assert ours["rem_latency_min"] != pytest.approx(legacy["Lat_REM"]), "AASM counts from sleep onset, yasa from lights off"
+    assert ours["rem_latency_min"] != pytest.approx(legacy["Lat_REM"]), (
+        "AASM counts from sleep onset, yasa from lights off"
+    )
 
 
 SRI_TO_STAGE = {0: 0, 1: 2, 2: 3, 3: 4}  # W, light -> N2, deep -> N3, REM
@@ -98,7 +113,11 @@ SRI_TO_YASA = {0: "WAKE", 1: "LIGHT", 2: "DEEP", 3: "REM"}
 
 def sri_nights() -> dict[tuple[str, str], np.ndarray]:
     df = pd.read_csv(real_file("yasa_sri", "sample_data_sri_sbj01-sbj03.csv"))
-    return {(subject, scorer): night[scorer].to_numpy() for subject, night in df.groupby("subject") for scorer in ("reference", "device")}
+    return {
+        (subject, scorer): night[scorer].to_numpy()
+        for subject, night in df.groupby("subject")
+        for scorer in ("reference", "device")
+    }
 
 
 def test_scores_agree_with_yasa_on_the_sri_sample():
@@ -111,9 +130,17 @@ def test_scores_agree_with_yasa_on_the_sri_sample():
         legacy, method5 = yasa_stats(stages)
         compare(ours, legacy, method5)
         four = yasa.Hypnogram([SRI_TO_YASA[c] for c in codes.tolist()], n_stages=4).sleep_statistics()
-        for theirs_key, our_key in (("TIB", "time_in_bed_min"), ("SPT", "sleep_period_time_min"), ("WASO", "waso_min"),
-                                    ("TST", "total_sleep_time_min"), ("SOL", "sleep_onset_latency_min"),
-                                    ("SE", "sleep_efficiency_pct"), ("DEEP", "n3_min"), ("REM", "rem_min"), ("WAKE", "w_min")):
+        for theirs_key, our_key in (
+            ("TIB", "time_in_bed_min"),
+            ("SPT", "sleep_period_time_min"),
+            ("WASO", "waso_min"),
+            ("TST", "total_sleep_time_min"),
+            ("SOL", "sleep_onset_latency_min"),
+            ("SE", "sleep_efficiency_pct"),
+            ("DEEP", "n3_min"),
+            ("REM", "rem_min"),
+            ("WAKE", "w_min"),
+        ):
             assert ours[our_key] == pytest.approx(four[theirs_key], abs=TOL), (subject, scorer, our_key)
         assert ours["n1_min"] + ours["n2_min"] == pytest.approx(four["LIGHT"], abs=TOL)
         assert ours["rem_latency_min"] == pytest.approx(four["Lat_REM"] - four["SOL"], abs=TOL)

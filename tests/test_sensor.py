@@ -8,8 +8,8 @@ from dagster import DagsterInstance, SensorResult, build_sensor_context
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from resources.bucket import BucketResource
-from sunrise_assets.generate import generate_bucket
-from sunrise_assets.sensors import evaluate
+from sunrise_assets.defs.sensors import evaluate
+from sunrise_assets.synthetic.generate import generate_bucket
 from tests.conftest import TEST_KEY
 
 

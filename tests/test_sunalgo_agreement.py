@@ -55,8 +55,15 @@ def test_unscored_epochs_are_ignored():
 
 def test_undefined_cases_are_none():
     a = epoch_agreement(np.array([-1, -1]), np.array([0, 1]))
-    assert a == {"n_epochs": 0, "accuracy": None, "kappa_5class": None, "kappa_sleep_wake": None,
-                 "kappa_4class": None, "sleep_sensitivity": None, "wake_specificity": None}
+    assert a == {
+        "n_epochs": 0,
+        "accuracy": None,
+        "kappa_5class": None,
+        "kappa_sleep_wake": None,
+        "kappa_4class": None,
+        "sleep_sensitivity": None,
+        "wake_specificity": None,
+    }
     # Both say N2 everywhere: perfect accuracy, kappa undefined (chance agreement is 1).
     a = epoch_agreement(np.full(5, 2), np.full(5, 2))
     assert a["accuracy"] == 1.0 and a["kappa_5class"] is None and a["kappa_sleep_wake"] is None

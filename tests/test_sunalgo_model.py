@@ -1,7 +1,7 @@
 """sunalgo.model: fitting, prediction, HMM smoothing, deterministic params files.
 
 Also home of a small night simulator (chin-sensor signals with known stages and events) used to
-fit the provisional ``sunalgo/model/params.json`` and to benchmark the whole chain:
+fit the provisional ``sunalgo/model_params/params.json`` and to benchmark the whole chain:
 
     uv run python tests/test_sunalgo_model.py --write-provisional   # refit the provisional params
     uv run python tests/test_sunalgo_model.py --benchmark           # CPU time for one 8-h night
@@ -265,7 +265,8 @@ def test_smoothing_equals_sequential_forward_backward(n):
     transition /= transition.sum(axis=1, keepdims=True)
     initial = np.full(5, 0.2)
     np.testing.assert_allclose(
-        sm.smooth_posteriors(emission, transition, initial), _brute_force_posteriors(emission, transition, initial),
+        sm.smooth_posteriors(emission, transition, initial),
+        _brute_force_posteriors(emission, transition, initial),
         atol=1e-10,
     )
 
@@ -283,8 +284,12 @@ def test_smoothing_removes_isolated_flips():
 def test_simulated_nights_end_to_end():
     nights = [simulate_night(seed, hours=4.0) for seed in range(4)]
     feats = [night_features(n) for n in nights]
-    params = sm.fit(feats[:3], [n["stages"] for n in nights[:3]], [n["resp_mask"] for n in nights[:3]],
-                    event_counts=[n["events"] for n in nights[:3]])
+    params = sm.fit(
+        feats[:3],
+        [n["stages"] for n in nights[:3]],
+        [n["resp_mask"] for n in nights[:3]],
+        event_counts=[n["events"] for n in nights[:3]],
+    )
     model = sm.model_from_params(params)
     test = nights[3]
     pred = sm.predict(feats[3], model)
@@ -353,9 +358,11 @@ def benchmark(repeats: int = 20) -> None:
         cpu.append(time.process_time() - c0)
         wall.append(time.perf_counter() - w0)
     n = night["acc"].shape[0]
-    print(f"one 8-h night ({n} samples/sensor at 10 Hz, {night['stages'].size} epochs): "
-          f"preprocess+features+predict+scores CPU median {1e3 * np.median(cpu):.1f} ms "
-          f"(min {1e3 * min(cpu):.1f}), wall median {1e3 * np.median(wall):.1f} ms")
+    print(
+        f"one 8-h night ({n} samples/sensor at 10 Hz, {night['stages'].size} epochs): "
+        f"preprocess+features+predict+scores CPU median {1e3 * np.median(cpu):.1f} ms "
+        f"(min {1e3 * min(cpu):.1f}), wall median {1e3 * np.median(wall):.1f} ms"
+    )
 
 
 if __name__ == "__main__":

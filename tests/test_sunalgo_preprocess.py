@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -194,9 +194,16 @@ def test_preprocess_recording_equals_arrays_and_reads_the_rate():
     acc, gyro = breathing_night(minutes=15, rate=rate)
     acc_scale, gyro_scale = 1 / 8192, 1 / 64
     data = encode_recording(
-        recording_id="r1", device_serial="s", firmware="1", start_time=datetime(2024, 1, 1, 22, tzinfo=timezone.utc),
-        acc_counts=np.round(acc / acc_scale), gyro_counts=np.round(gyro / gyro_scale), sample_rate_hz=rate,
-        acc_scale=acc_scale, gyro_scale=gyro_scale, patient=None,
+        recording_id="r1",
+        device_serial="s",
+        firmware="1",
+        start_time=datetime(2024, 1, 1, 22, tzinfo=UTC),
+        acc_counts=np.round(acc / acc_scale),
+        gyro_counts=np.round(gyro / gyro_scale),
+        sample_rate_hz=rate,
+        acc_scale=acc_scale,
+        gyro_scale=gyro_scale,
+        patient=None,
     )
     rec = parse_recording(data)
     out = pp.preprocess(rec, 12.0, 30)
@@ -210,13 +217,20 @@ def test_preprocess_recording_equals_arrays_and_reads_the_rate():
 def test_gyroscope_at_another_rate_is_put_on_the_accelerometer_clock():
     acc, gyro = breathing_night(minutes=15, rate=10.0)
     _, gyro20 = breathing_night(minutes=15, rate=20.0)
-    start = datetime(2024, 1, 1, 22, tzinfo=timezone.utc)
+    start = datetime(2024, 1, 1, 22, tzinfo=UTC)
 
     def rec(gyro_counts, gyro_rate):
         data = encode_recording(
-            recording_id="r", device_serial="s", firmware="1", start_time=start,
-            acc_counts=np.round(acc * 8192), gyro_counts=np.round(gyro_counts * 64), sample_rate_hz=10.0,
-            acc_scale=1 / 8192, gyro_scale=1 / 64, patient=None,
+            recording_id="r",
+            device_serial="s",
+            firmware="1",
+            start_time=start,
+            acc_counts=np.round(acc * 8192),
+            gyro_counts=np.round(gyro_counts * 64),
+            sample_rate_hz=10.0,
+            acc_scale=1 / 8192,
+            gyro_scale=1 / 64,
+            patient=None,
         )
         # The encoder writes one rate for both blocks: relabel the gyro block before parsing (a 10-Hz
         # label on 20-Hz samples is a recording whose sensors disagree in length, which is refused).

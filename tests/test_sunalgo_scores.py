@@ -63,8 +63,17 @@ def test_no_sleep_gives_none_not_zero():
     assert s["total_sleep_time_min"] == 0.0 and s["sleep_period_time_min"] == 0.0
     assert s["sleep_efficiency_pct"] == 0.0
     assert s["w_min"] == 1.5
-    for key in ("sleep_onset_latency_min", "rem_latency_min", "waso_min", "n1_pct", "n2_pct", "n3_pct",
-                "rem_pct", "ahi", "respiratory_effort_pct"):
+    for key in (
+        "sleep_onset_latency_min",
+        "rem_latency_min",
+        "waso_min",
+        "n1_pct",
+        "n2_pct",
+        "n3_pct",
+        "rem_pct",
+        "ahi",
+        "respiratory_effort_pct",
+    ):
         assert s[key] is None, key
 
 
@@ -105,8 +114,9 @@ def test_predicted_and_psg_hypnograms_use_the_same_function():
 
 
 def test_home_sleep_test_without_staging():
-    s = clinical_scores(np.array([], dtype=np.int8), respiratory_events=30, desaturations=12, arousals=5,
-                        recording_time_min=360.0)
+    s = clinical_scores(
+        np.array([], dtype=np.int8), respiratory_events=30, desaturations=12, arousals=5, recording_time_min=360.0
+    )
     assert s["ahi"] == 5.0 and s["odi"] == 2.0  # per hour of recording (REI-like)
     staging = [k for k in SCORE_NAMES if k not in ("ahi", "odi")]
     assert all(s[k] is None for k in staging), "scores that need staging are unavailable, never 0"

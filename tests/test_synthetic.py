@@ -10,7 +10,7 @@ import pytest
 from scipy.signal import butter, sosfiltfilt
 
 from sunalgo.labels import EPOCH_S, RESPIRATORY_EVENT_TYPES, STAGE_CODE, events_to_epoch_mask
-from sunrise_assets.synthetic import MOUTH_AXIS, RATE_HZ, SyntheticNight, synthesize_night
+from sunrise_assets.synthetic.simulator import MOUTH_AXIS, RATE_HZ, SyntheticNight, synthesize_night
 
 W, N3, REM = STAGE_CODE["W"], STAGE_CODE["N3"], STAGE_CODE["REM"]
 
@@ -154,11 +154,13 @@ def test_central_flat_and_obstructive_crescendo_with_jaw_opening():
             if i0 - 100 < 0 or i1 > amp.size:
                 continue
             before = np.median(amp[i0 - 100 : i0])
-            rows.append((
-                np.median(amp[i0 + 20 : i1 - 20]) / before,
-                np.median(amp[i1 - third : i1]) / np.median(amp[i0 : i0 + third]),
-                np.median(acc[i1 - third : i1, MOUTH_AXIS]) - np.median(acc[i0 - 100 : i0, MOUTH_AXIS]),
-            ))
+            rows.append(
+                (
+                    np.median(amp[i0 + 20 : i1 - 20]) / before,
+                    np.median(amp[i1 - third : i1]) / np.median(amp[i0 : i0 + third]),
+                    np.median(acc[i1 - third : i1, MOUTH_AXIS]) - np.median(acc[i0 - 100 : i0, MOUTH_AXIS]),
+                )
+            )
         stats[kind] = np.median(np.array(rows), axis=0)
     print("central (flat, crescendo, jaw):", stats["central_apnea"], "obstructive:", stats["obstructive_apnea"])
     assert stats["central_apnea"][0] < 0.4, "breathing near flat during central apneas"

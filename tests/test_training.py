@@ -15,9 +15,20 @@ def test_shipped_params_are_reproduced_by_their_command(tmp_path):
     assert training["command"] == f"sunrise fit-model --nights {training['nights']} --seed {training['seed']}"
     out = tmp_path / "params.json"
     subprocess.run(
-        [sys.executable, "-m", "sunrise_assets.cli", "fit-model", "--nights", str(training["nights"]),
-         "--seed", str(training["seed"]), "--out", str(out)],
-        check=True, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "sunrise_assets.cli",
+            "fit-model",
+            "--nights",
+            str(training["nights"]),
+            "--seed",
+            str(training["seed"]),
+            "--out",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
     )
     # Same structure and numbers; floats to 1e-6 relative, since another CPU's BLAS kernels may
     # round the 8th significant digit differently (on one machine the bytes are identical).
@@ -45,8 +56,8 @@ def test_fitted_model_beats_chance_on_unseen_synthetic_nights():
     import numpy as np
 
     from sunalgo import agreement, model
-    from sunrise_assets.synthetic import synthesize_night
-    from sunrise_assets.training import night_training_arrays
+    from sunrise_assets.synthetic.bootstrap_fit import night_training_arrays
+    from sunrise_assets.synthetic.simulator import synthesize_night
 
     accs = []
     for i in range(3):

@@ -8,8 +8,9 @@ import sqlite3
 import pytest
 from dagster import AssetKey
 
-from sunrise_assets import catalog, layout
-from sunrise_assets.io import read_parquet
+from sunrise_assets.defs import catalog
+from sunrise_assets.domain import layout
+from sunrise_assets.domain.layer_files import read_parquet
 
 LAYERS = {"raw", "bronze", "silver", "gold", "warehouse", "validation"}  # validation: the cross-night summary
 PARQUET = {
@@ -51,8 +52,14 @@ def test_every_asset_is_described_grouped_owned_and_kinded():
 def test_storage_kinds_follow_the_configured_backends(monkeypatch):
     monkeypatch.setenv("SUNRISE_BUCKET", "gs://sleep-lab/training")
     monkeypatch.setenv("SUNRISE_WAREHOUSE_URL", "postgresql+psycopg2://u:p@db:5432/warehouse")
-    assert catalog.storage_kinds() == {"raw": "gcs", "bronze": "gcs", "silver": "gcs", "gold": "gcs", "warehouse": "postgres",
-                                       "validation": "gcs"}
+    assert catalog.storage_kinds() == {
+        "raw": "gcs",
+        "bronze": "gcs",
+        "silver": "gcs",
+        "gold": "gcs",
+        "warehouse": "postgres",
+        "validation": "gcs",
+    }
     monkeypatch.setenv("SUNRISE_BUCKET", "/data/bucket")
     monkeypatch.setenv("SUNRISE_WAREHOUSE_URL", "sqlite:////data/warehouse.sqlite")
     assert catalog.storage_kinds()["silver"] == "file" and catalog.storage_kinds()["warehouse"] == "sqlite"
@@ -79,7 +86,9 @@ def test_column_schemas_describe_every_column_written(ingested):
 def _latest_metadata(instance, name: str, night: str) -> dict:
     from dagster import AssetRecordsFilter
 
-    records = instance.fetch_materializations(AssetRecordsFilter(asset_key=AssetKey(name), asset_partitions=[night]), limit=1).records
+    records = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=AssetKey(name), asset_partitions=[night]), limit=1
+    ).records
     assert records, f"{name} {night} never materialized"
     return {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
 

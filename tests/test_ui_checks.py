@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 from dagster import AssetCheckKey, AssetCheckSeverity, AssetKey
 
-from sunrise_assets import checks, layout
+from sunrise_assets.defs import checks
+from sunrise_assets.domain import identifiers as identifier_scan
+from sunrise_assets.domain import layout
 from tests.conftest import TEST_KEY, use_embedded_workdir
 
 CHECK_KEYS = [
@@ -50,7 +52,7 @@ def test_every_night_has_a_current_passing_result_for_every_check(ingested):
 
 
 def test_identifiers_come_from_every_raw_source_and_none_reach_bronze(ingested):
-    from sunrise_assets.nights import load_source
+    from sunrise_assets.domain.raw_nights import load_source
 
     bucket = ingested["bucket"]
     by_recording = {n.recording_path: n for n in ingested["generation"].nights}
@@ -58,26 +60,30 @@ def test_identifiers_come_from_every_raw_source_and_none_reach_bronze(ingested):
         source = load_source(bucket, night)
         truth = by_recording[source.recording_path]
         raw_recording, raw_psg = bucket.read_bytes(source.recording_path), bucket.read_bytes(source.study_edf_path)
-        identifiers = checks.identifiers_from_raw(raw_recording, raw_psg, checks.raw_patient_json(bucket, source.study_edf_path))
+        identifiers = identifier_scan.identifiers_from_raw(
+            raw_recording, raw_psg, identifier_scan.raw_patient_json(bucket, source.study_edf_path)
+        )
         last = truth.name.split()[-1]
         assert {truth.name, last, truth.patient_ref, truth.birth_date} <= identifiers
-        assert checks.scan_for_identifiers(raw_psg, identifiers), "the raw EDF+ must hold identifiers"
-        assert checks.scan_for_identifiers(checks.recording_without_samples(raw_recording), identifiers)
+        assert identifier_scan.scan_for_identifiers(raw_psg, identifiers), "the raw EDF+ must hold identifiers"
+        assert identifier_scan.scan_for_identifiers(
+            identifier_scan.recording_without_samples(raw_recording), identifiers
+        )
         bronze = {
-            "recording": checks.recording_without_samples(bucket.read_bytes(layout.bronze_recording(night))),
+            "recording": identifier_scan.recording_without_samples(bucket.read_bytes(layout.bronze_recording(night))),
             "psg": bucket.read_bytes(layout.bronze_psg(night)),
             "manifest": bucket.read_bytes(layout.bronze_manifest(night)),
         }
         for name, data in bronze.items():
-            assert checks.scan_for_identifiers(data, identifiers) == [], f"{night}: {name}"
+            assert identifier_scan.scan_for_identifiers(data, identifiers) == [], f"{night}: {name}"
 
 
 def test_scan_matches_as_written_upper_case_and_underscored():
     ids = {"Anna Peeters", "P-012345", "1961-03-14", "Li", "123456"}
-    assert checks.scan_for_identifiers(b"...ANNA_PEETERS...", ids) == ["Anna Peeters"]
-    assert checks.scan_for_identifiers(b"ref P-012345 born 1961-03-14", ids) == ["1961-03-14", "P-012345"]
+    assert identifier_scan.scan_for_identifiers(b"...ANNA_PEETERS...", ids) == ["Anna Peeters"]
+    assert identifier_scan.scan_for_identifiers(b"ref P-012345 born 1961-03-14", ids) == ["1961-03-14", "P-012345"]
     # too short or short numbers would only match by chance
-    assert checks.scan_for_identifiers(b"Li 123456", ids) == []
+    assert identifier_scan.scan_for_identifiers(b"Li 123456", ids) == []
 
 
 @pytest.fixture
@@ -91,11 +97,11 @@ def test_a_night_with_an_identifier_left_in_bronze_fails_alone_and_says_so(leaky
     from dagster import DagsterInstance
 
     from resources.bucket import BucketResource
-    from sunrise_assets.anonymise import Pseudonymizer
-    from sunrise_assets.generate import generate_bucket
-    from sunrise_assets.ingest import ingest
-    from sunrise_assets.nights import night_sources
-    from sunrise_assets.pairing import scan_bucket
+    from sunrise_assets.domain.anonymise import Pseudonymizer
+    from sunrise_assets.domain.pairing import scan_bucket
+    from sunrise_assets.domain.raw_nights import night_sources
+    from sunrise_assets.lib.ingest import ingest
+    from sunrise_assets.synthetic.generate import generate_bucket
 
     generation = generate_bucket(leaky_env / "bucket", 3, seed=5)
     bad = next(n for n in generation.nights if len(n.name.split()[-1]) <= 14)
@@ -106,7 +112,10 @@ def test_a_night_with_an_identifier_left_in_bronze_fails_alone_and_says_so(leaky
     edf.write_bytes(data.replace(b"Pulse oximeter", last.ljust(14).encode(), 1))
 
     bucket = BucketResource(url=str(leaky_env / "bucket"))
-    keys = {pair.recording.path: key for key, pair in night_sources(scan_bucket(bucket).nights, Pseudonymizer(TEST_KEY.encode()))}
+    keys = {
+        pair.recording.path: key
+        for key, pair in night_sources(scan_bucket(bucket).nights, Pseudonymizer(TEST_KEY.encode()))
+    }
     bad_key = keys[bad.recording_path]
     with DagsterInstance.get() as instance:
         report = ingest(bucket, instance, batch_size=10)
@@ -118,15 +127,21 @@ def test_a_night_with_an_identifier_left_in_bronze_fails_alone_and_says_so(leaky
         assert not (leaky_env / "bucket" / "bronze" / bad_key).exists()
 
         infos = instance.event_log_storage.get_asset_check_partition_info(
-            [AssetCheckKey(AssetKey("bronze_psg"), checks.NO_IDENTIFIERS)])
+            [AssetCheckKey(AssetKey("bronze_psg"), checks.NO_IDENTIFIERS)]
+        )
         status = {i.partition_key: i.latest_execution_status.value for i in infos}
         assert status[bad_key] == "FAILED"
         assert all(status[k] == "SUCCEEDED" for k in keys.values() if k != bad_key)
         history = instance.event_log_storage.get_asset_check_execution_history(
-            AssetCheckKey(AssetKey("bronze_psg"), checks.NO_IDENTIFIERS), limit=50)
-        failed = [r.evaluation for r in history if r.partition == bad_key and r.evaluation and hasattr(r.evaluation, "passed")]
+            AssetCheckKey(AssetKey("bronze_psg"), checks.NO_IDENTIFIERS), limit=50
+        )
+        failed = [
+            r.evaluation for r in history if r.partition == bad_key and r.evaluation and hasattr(r.evaluation, "passed")
+        ]
         assert failed and not failed[0].passed and failed[0].blocking
-        assert last not in json.dumps({k: str(v.value) for k, v in failed[0].metadata.items()}) + (failed[0].description or "")
+        assert last not in json.dumps({k: str(v.value) for k, v in failed[0].metadata.items()}) + (
+            failed[0].description or ""
+        )
 
     with sqlite3.connect(leaky_env / "warehouse.sqlite") as db:
         assert bad_key not in {r[0] for r in db.execute("SELECT DISTINCT night_id FROM training_epochs")}

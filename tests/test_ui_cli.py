@@ -10,7 +10,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from sunrise_assets.cli import app
+from sunrise_assets.cli.app import app
 
 runner = CliRunner()
 ENV = {"COLUMNS": "250", "NO_COLOR": "1", "TERM": "dumb"}
@@ -48,25 +48,33 @@ def test_every_option_of_every_command_has_help(path):
     for param in command.params:
         if param.name in {"help", "install_completion", "show_completion"}:
             continue
-        assert (getattr(param, "help", None) or "").strip(), f"`sunrise {' '.join(path)}`: {param.name} has no help text"
+        assert (getattr(param, "help", None) or "").strip(), (
+            f"`sunrise {' '.join(path)}`: {param.name} has no help text"
+        )
         if param.param_type_name == "option" and not getattr(param, "hidden", False):  # hidden: test-only switches
             assert any(opt in result.stdout for opt in param.opts), f"{param.opts} missing from --help of {path}"
 
 
 def _sunrise(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-c", "from sunrise_assets.cli import main; main()", *args],
-        capture_output=True, text=True, timeout=120, env={**os.environ, **ENV, **(env or {})},
+        [sys.executable, "-c", "from sunrise_assets.cli.app import main; main()", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **ENV, **(env or {})},
     )
 
 
-@pytest.mark.parametrize("args, message", [
-    (["generate", "--nights", "0"], "--nights"),
-    (["generate", "--no-such-option"], "No such option"),
-    (["refresh", "--from", "platinum"], "--from must be one of"),
-    (["forget", "not-a-night", "--yes"], "is not a night key"),
-    (["no-such-command"], "No such command"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["generate", "--nights", "0"], "--nights"),
+        (["generate", "--no-such-option"], "No such option"),
+        (["refresh", "--from", "platinum"], "--from must be one of"),
+        (["forget", "not-a-night", "--yes"], "is not a night key"),
+        (["no-such-command"], "No such command"),
+    ],
+)
 def test_user_errors_are_one_line_without_traceback(args, message, tmp_path):
     proc = _sunrise(*args, env={"SUNRISE_WORKDIR": str(tmp_path)})
     assert proc.returncode == 2, proc.stderr
@@ -77,8 +85,14 @@ def test_user_errors_are_one_line_without_traceback(args, message, tmp_path):
 
 def test_missing_pseudonym_key_is_a_user_error(tmp_path):
     (tmp_path / "bucket" / "raw").mkdir(parents=True)
-    env = {"SUNRISE_WORKDIR": str(tmp_path), "SUNRISE_PSEUDONYM_KEY": "", "SUNRISE_ALLOW_DEMO_KEY": "",
-           "DAGSTER_HOME": str(tmp_path / "dagster_home"), "SUNRISE_BUCKET": "", "SUNRISE_WAREHOUSE_URL": ""}
+    env = {
+        "SUNRISE_WORKDIR": str(tmp_path),
+        "SUNRISE_PSEUDONYM_KEY": "",
+        "SUNRISE_ALLOW_DEMO_KEY": "",
+        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+        "SUNRISE_BUCKET": "",
+        "SUNRISE_WAREHOUSE_URL": "",
+    }
     proc = _sunrise("register", env=env)
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr

@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 from dagster import AssetKey, AssetRecordsFilter
 
-from sunrise_assets.hypnogram_plot import HEIGHT_PX, WIDTH_PX, hypnogram_svg
+from sunrise_assets.domain.night_picture import HEIGHT_PX, WIDTH_PX, hypnogram_svg
 
 DATA_URI = re.compile(r"^!\[[^\]]*\]\(data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)\)$")
 
@@ -30,7 +30,8 @@ def test_every_night_of_psg_agreement_shows_its_picture_and_scores(ingested):
     instance = ingested["instance"]
     for night in ingested["report"].materialized:
         record = instance.fetch_materializations(
-            AssetRecordsFilter(asset_key=AssetKey("psg_agreement"), asset_partitions=[night]), limit=1).records[0]
+            AssetRecordsFilter(asset_key=AssetKey("psg_agreement"), asset_partitions=[night]), limit=1
+        ).records[0]
         metadata = record.asset_materialization.metadata
         assert list(metadata)[0] == "hypnogram", "the picture comes first"
         match = DATA_URI.match(metadata["hypnogram"].value)
@@ -41,9 +42,17 @@ def test_every_night_of_psg_agreement_shows_its_picture_and_scores(ingested):
         assert 2_000 < len(svg) < 60_000, len(svg)
         texts = " ".join(t.text or "" for t in root.iter(f"{SVG}text"))
         assert "PSG (technician): TST" in texts and "agreement with PSG: kappa" in texts, texts
-        for key in ("psg_total_sleep_time_min", "sunalgo_total_sleep_time_min", "psg_sleep_efficiency_pct",
-                    "sunalgo_sleep_efficiency_pct", "psg_ahi", "sunalgo_ahi", "kappa_5class", "accuracy",
-                    "tst_difference_min"):
+        for key in (
+            "psg_total_sleep_time_min",
+            "sunalgo_total_sleep_time_min",
+            "psg_sleep_efficiency_pct",
+            "sunalgo_sleep_efficiency_pct",
+            "psg_ahi",
+            "sunalgo_ahi",
+            "kappa_5class",
+            "accuracy",
+            "tst_difference_min",
+        ):
             assert key in metadata, f"{night}: {key} missing"
 
 
@@ -76,6 +85,11 @@ def test_picture_draws_the_hypnogram_where_the_stages_are():
 
 
 def test_sunalgo_stays_free_of_matplotlib():
-    code = ("import sys, sunalgo, sunalgo.recording, sunalgo.preprocess, sunalgo.features, sunalgo.model, "
-            "sunalgo.scores, sunalgo.agreement, sunalgo.labels; print('matplotlib' in sys.modules)")
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+    code = (
+        "import sys, sunalgo, sunalgo.recording, sunalgo.preprocess, sunalgo.features, sunalgo.model, "
+        "sunalgo.scores, sunalgo.agreement, sunalgo.labels; print('matplotlib' in sys.modules)"
+    )
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+        == "False"
+    )

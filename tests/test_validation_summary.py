@@ -11,8 +11,9 @@ from dagster import AssetKey, DagsterInstance, materialize
 
 from resources.bucket import BucketResource
 from sunalgo import agreement, scores
-from sunrise_assets import layout, summary
-from sunrise_assets.io import read_json, write_json
+from sunrise_assets.defs import validation_summary as summary
+from sunrise_assets.domain import layout
+from sunrise_assets.domain.layer_files import read_json, write_json
 
 SCORES = ("total_sleep_time_min", "sleep_efficiency_pct", "sleep_onset_latency_min", "waso_min", "ahi")
 EPOCHS = 480
@@ -25,16 +26,34 @@ def _hypnogram(rng: np.random.Generator) -> np.ndarray:
     return stages
 
 
-def _write_night(bucket: BucketResource, night: str, psg: np.ndarray, predicted: np.ndarray, *, hst: bool = False,
-                 agreement_file: bool = True) -> tuple[dict, dict]:
+def _write_night(
+    bucket: BucketResource,
+    night: str,
+    psg: np.ndarray,
+    predicted: np.ndarray,
+    *,
+    hst: bool = False,
+    agreement_file: bool = True,
+) -> tuple[dict, dict]:
     """The two gold documents of a night, in the layout clinical_scores and psg_agreement write."""
-    psg_scores = (scores.clinical_scores(psg[:0], respiratory_events=12.0, recording_time_min=psg.size / 2) if hst
-                  else scores.clinical_scores(psg, respiratory_events=float(psg.size % 37)))
-    clinical = {"night": night, "sunalgo_version": "0.1.0", "psg": psg_scores,
-                "sunalgo": scores.clinical_scores(predicted, respiratory_events=float(predicted.size % 29))}
+    psg_scores = (
+        scores.clinical_scores(psg[:0], respiratory_events=12.0, recording_time_min=psg.size / 2)
+        if hst
+        else scores.clinical_scores(psg, respiratory_events=float(psg.size % 37))
+    )
+    clinical = {
+        "night": night,
+        "sunalgo_version": "0.1.0",
+        "psg": psg_scores,
+        "sunalgo": scores.clinical_scores(predicted, respiratory_events=float(predicted.size % 29)),
+    }
     cm = agreement.confusion_matrix(np.full_like(psg, -1) if hst else psg, predicted)
-    doc = {"night": night, **agreement.agreement_from_confusion(cm), **agreement.score_bias(clinical["psg"], clinical["sunalgo"]),
-           "confusion_matrix": cm.tolist()}
+    doc = {
+        "night": night,
+        **agreement.agreement_from_confusion(cm),
+        **agreement.score_bias(clinical["psg"], clinical["sunalgo"]),
+        "confusion_matrix": cm.tolist(),
+    }
     write_json(bucket, layout.gold_scores(night), clinical)
     if agreement_file:
         write_json(bucket, layout.gold_agreement(night), doc)
@@ -75,11 +94,18 @@ def _expected(bucket: BucketResource, used: list[str], hypnograms: dict) -> dict
     """The summary from the per-night JSONs and the hypnograms, without the asset's code."""
     docs = [read_json(bucket, layout.gold_scores(n)) for n in used]
     per_night = [read_json(bucket, layout.gold_agreement(n)) for n in used]
-    pooled = agreement.epoch_agreement(np.concatenate([hypnograms[n][0] for n in used]),
-                                       np.concatenate([hypnograms[n][1] for n in used]))
-    means = {m: np.mean([d[m] for d in per_night if d[m] is not None]) for m in ("accuracy", "kappa_5class", "kappa_sleep_wake")}
-    return {"scores": agreement.validation_summary([d["psg"] for d in docs], [d["sunalgo"] for d in docs], SCORES),
-            "pooled": pooled, "means": means}
+    pooled = agreement.epoch_agreement(
+        np.concatenate([hypnograms[n][0] for n in used]), np.concatenate([hypnograms[n][1] for n in used])
+    )
+    means = {
+        m: np.mean([d[m] for d in per_night if d[m] is not None])
+        for m in ("accuracy", "kappa_5class", "kappa_sleep_wake")
+    }
+    return {
+        "scores": agreement.validation_summary([d["psg"] for d in docs], [d["sunalgo"] for d in docs], SCORES),
+        "pooled": pooled,
+        "means": means,
+    }
 
 
 def test_summary_equals_sunalgo_validation_summary_of_the_nights(nights, monkeypatch):
@@ -132,6 +158,8 @@ def test_pipeline_summary_matches_its_nights(ingested):
     document = read_json(bucket, layout.gold_validation_summary())
     docs = [read_json(bucket, layout.gold_scores(n)) for n in nights]
     assert document["nights"]["used"] == len(nights) == 5
-    _same_scores(document["scores"], agreement.validation_summary([d["psg"] for d in docs], [d["sunalgo"] for d in docs], SCORES))
+    _same_scores(
+        document["scores"], agreement.validation_summary([d["psg"] for d in docs], [d["sunalgo"] for d in docs], SCORES)
+    )
     cms = sum(np.asarray(read_json(bucket, layout.gold_agreement(n))["confusion_matrix"]) for n in nights)
     assert document["epoch_agreement"]["pooled"]["n_epochs"] == int(cms.sum()) > 0

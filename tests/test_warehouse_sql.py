@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from resources.warehouse import WarehouseResource, identifier
+from resources.sql_warehouse import WarehouseResource, identifier
 
 FEATURES = ("alpha", "beta", "gamma")
 SCORES = ("sunalgo_x", "psg_x")
@@ -21,7 +21,9 @@ def test_pivot_and_join_in_sql(wh):
     assert wh.replace_night_features("n1", FEATURES, values) == 5
     wh.replace_night_labels("n1", ["W", "N2", None], np.array([0, 1, 0]))
     assert wh.rebuild_training_epochs("n1", FEATURES) == 3
-    rows = wh.query('SELECT epoch, alpha, beta, gamma, psg_stage, psg_respiratory_event FROM training_epochs ORDER BY epoch')
+    rows = wh.query(
+        "SELECT epoch, alpha, beta, gamma, psg_stage, psg_respiratory_event FROM training_epochs ORDER BY epoch"
+    )
     assert [tuple(r.values()) for r in rows] == [
         (0, 1.0, 2.0, None, "W", 0),
         (1, 4.0, 5.0, 6.0, "N2", 1),
@@ -37,14 +39,18 @@ def test_replacing_a_night_is_idempotent_and_leaves_others(wh):
     wh.replace_night_features("n1", FEATURES, np.full((2, 3), 7.0))
     wh.rebuild_training_epochs("n1", FEATURES)
     wh.rebuild_training_epochs("n1", FEATURES)
-    rows = wh.query("SELECT night_id, COUNT(*) AS n, MAX(alpha) AS a FROM training_epochs GROUP BY night_id ORDER BY night_id")
+    rows = wh.query(
+        "SELECT night_id, COUNT(*) AS n, MAX(alpha) AS a FROM training_epochs GROUP BY night_id ORDER BY night_id"
+    )
     assert rows == [{"night_id": "n1", "n": 2, "a": 7.0}, {"night_id": "n2", "n": 2, "a": 1.0}]
 
 
 def test_scores_row_and_nan_as_null(wh):
     wh.replace_night_scores("n1", {"sunalgo_version": "0", "sunalgo_x": float("nan"), "psg_x": 3.5})
     wh.replace_night_scores("n1", {"sunalgo_version": "0", "sunalgo_x": 1.0, "psg_x": 3.5})
-    assert wh.query("SELECT night_id, sunalgo_x, psg_x FROM night_scores") == [{"night_id": "n1", "sunalgo_x": 1.0, "psg_x": 3.5}]
+    assert wh.query("SELECT night_id, sunalgo_x, psg_x FROM night_scores") == [
+        {"night_id": "n1", "sunalgo_x": 1.0, "psg_x": 3.5}
+    ]
 
 
 def test_changed_feature_set_rebuilds_the_table(wh):
@@ -58,7 +64,8 @@ def test_added_score_columns_keep_the_rows(wh):
     wh.replace_night_scores("n1", {"sunalgo_version": "0", "sunalgo_x": 1.0, "psg_x": 3.5})
     wh.ensure_schema(FEATURES, [*SCORES, "agreement_new_bias"])
     assert wh.query("SELECT night_id, sunalgo_x, psg_x, agreement_new_bias FROM night_scores") == [
-        {"night_id": "n1", "sunalgo_x": 1.0, "psg_x": 3.5, "agreement_new_bias": None}]
+        {"night_id": "n1", "sunalgo_x": 1.0, "psg_x": 3.5, "agreement_new_bias": None}
+    ]
     wh.replace_night_scores("n1", {"sunalgo_version": "0", "sunalgo_x": 1.0, "psg_x": 3.5, "agreement_new_bias": -2.0})
     assert wh.query("SELECT agreement_new_bias FROM night_scores") == [{"agreement_new_bias": -2.0}]
 

@@ -27,8 +27,8 @@ QUOTA_ERRORS: tuple[type[Exception], ...] = (gexc.TooManyRequests, gexc.ServiceU
 
 @dataclass(frozen=True)
 class CloudRunClients:
-    jobs: "run_v2.JobsClient"
-    executions: "run_v2.ExecutionsClient"
+    jobs: run_v2.JobsClient
+    executions: run_v2.ExecutionsClient
 
 
 def make_clients(api_endpoint: str | None = None) -> CloudRunClients:
@@ -118,7 +118,7 @@ class ExecutionState(enum.Enum):
         return self is not ExecutionState.RUNNING
 
 
-def execution_state(execution: "run_v2.Execution") -> ExecutionState:
+def execution_state(execution: run_v2.Execution) -> ExecutionState:
     """What an execution's counters say. Completed iff ``completion_time`` is set."""
     if not execution.completion_time:
         return ExecutionState.RUNNING
@@ -129,10 +129,12 @@ def execution_state(execution: "run_v2.Execution") -> ExecutionState:
     return ExecutionState.SUCCEEDED
 
 
-def execution_summary(execution: "run_v2.Execution") -> str:
+def execution_summary(execution: run_v2.Execution) -> str:
     """One line for logs: state, counters, the Completed condition's message."""
     state = execution_state(execution)
     message = next((c.message for c in execution.conditions if c.type_ == "Completed" and c.message), "")
-    counts = (f"{execution.succeeded_count} succeeded, {execution.failed_count} failed, "
-              f"{execution.cancelled_count} cancelled, {execution.running_count} running of {execution.task_count}")
+    counts = (
+        f"{execution.succeeded_count} succeeded, {execution.failed_count} failed, "
+        f"{execution.cancelled_count} cancelled, {execution.running_count} running of {execution.task_count}"
+    )
     return f"{execution.name.rsplit('/', 1)[-1]}: {state.value} ({counts}){': ' + message if message else ''}"

@@ -25,19 +25,40 @@ import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 
-from dagster import Field, IntSource, Noneable, Permissive, StringSource, executor
-from dagster import _check as check
-from dagster._core.definitions.executor_definition import multiple_process_executor_requirements
-from dagster._core.definitions.metadata import MetadataValue
-from dagster._core.events import DagsterEvent, EngineEventData
-from dagster._core.execution.retries import RetryMode, get_retries_config
-from dagster._core.execution.tags import get_tag_concurrency_limits_config
-from dagster._core.executor.base import Executor
-from dagster._core.executor.init import InitExecutorContext
-from dagster._core.executor.step_delegating import CheckStepHealthResult, StepDelegatingExecutor, StepHandler, StepHandlerContext
+from dagster import (
+    DagsterEvent,
+    Executor,
+    Field,
+    InitExecutorContext,
+    IntSource,
+    MetadataValue,
+    Noneable,
+    Permissive,
+    StringSource,
+    executor,
+    multiple_process_executor_requirements,
+)
 from google.api_core import exceptions as gexc
 
-from resources.cloud_run.client import Backoff, ExecutionState, UsesCloudRunClients, call_with_backoff, execution_state, execution_summary, job_path
+from resources.cloud_run.client import (
+    Backoff,
+    ExecutionState,
+    UsesCloudRunClients,
+    call_with_backoff,
+    execution_state,
+    execution_summary,
+    job_path,
+)
+from sunrise_assets.dagster_internals.run_execution import (
+    CheckStepHealthResult,
+    EngineEventData,
+    RetryMode,
+    StepDelegatingExecutor,
+    StepHandler,
+    StepHandlerContext,
+    get_retries_config,
+    get_tag_concurrency_limits_config,
+)
 
 CPU_TAG = "sunrise/cloud_run_cpu"
 MEMORY_TAG = "sunrise/cloud_run_memory"
@@ -62,8 +83,9 @@ class CloudRunStepHandler(UsesCloudRunClients, StepHandler):
     ) -> None:
         self.project, self.region, self.job_name = project, region, job_name
         self.api_endpoint = api_endpoint
-        self.max_concurrent = check.int_param(max_concurrent, "max_concurrent")
-        check.invariant(self.max_concurrent > 0, "max_concurrent must be > 0")
+        if not isinstance(max_concurrent, int) or max_concurrent <= 0:
+            raise ValueError(f"max_concurrent must be a positive integer, got {max_concurrent!r}")
+        self.max_concurrent = max_concurrent
         self.step_timeout_s = step_timeout_s
         self.env = dict(env or {})
         self.env_vars = list(env_vars)
@@ -77,7 +99,6 @@ class CloudRunStepHandler(UsesCloudRunClients, StepHandler):
     def name(self) -> str:
         return "CloudRunStepHandler"
 
-
     @property
     def base_job(self) -> str:
         return job_path(self.project, self.region, self.job_name)
@@ -90,7 +111,8 @@ class CloudRunStepHandler(UsesCloudRunClients, StepHandler):
     @staticmethod
     def _step_key(ctx: StepHandlerContext) -> str:
         keys = ctx.execute_step_args.step_keys_to_execute
-        check.invariant(keys is not None and len(keys) == 1, "one step per Cloud Run execution")
+        if keys is None or len(keys) != 1:
+            raise ValueError("one step per Cloud Run execution")
         return keys[0]  # type: ignore[index]
 
     def _job_for(self, tags: Mapping[str, str]) -> str:
@@ -99,7 +121,7 @@ class CloudRunStepHandler(UsesCloudRunClients, StepHandler):
             return self.base_job
         key = (cpu, memory)
         if key not in self._variants:
-            from resources.cloud_run.jobs import ensure_job, resource_variant
+            from resources.cloud_run.job_spec import ensure_job, resource_variant
 
             base = self.clients.jobs.get_job(name=self.base_job)
             full_name, desired = resource_variant(base, cpu, memory)
@@ -127,7 +149,10 @@ class CloudRunStepHandler(UsesCloudRunClients, StepHandler):
             if not announced:
                 DagsterEvent.engine_event(
                     step_context,
-                    f"Waiting for one of {len(self._alive)} Cloud Run executions to end (max_concurrent={self.max_concurrent}).",
+                    (
+                        f"Waiting for one of {len(self._alive)} Cloud Run executions to end "
+                        f"(max_concurrent={self.max_concurrent})."
+                    ),
                     EngineEventData(),
                 )
                 announced = True
@@ -147,14 +172,15 @@ class CloudRunStepHandler(UsesCloudRunClients, StepHandler):
         job = self._job_for(tags)
         from google.cloud import run_v2
 
-
         request = run_v2.RunJobRequest(
             name=job,
             overrides=run_v2.RunJobRequest.Overrides(
-                container_overrides=[run_v2.RunJobRequest.Overrides.ContainerOverride(
-                    args=list(args.get_command_args(skip_serialized_namedtuple=True)),
-                    env=[run_v2.EnvVar(name=k, value=v) for k, v in env.items()],
-                )],
+                container_overrides=[
+                    run_v2.RunJobRequest.Overrides.ContainerOverride(
+                        args=list(args.get_command_args(skip_serialized_namedtuple=True)),
+                        env=[run_v2.EnvVar(name=k, value=v) for k, v in env.items()],
+                    )
+                ],
                 task_count=1,
                 timeout=f"{self.step_timeout_s}s",
             ),
@@ -164,12 +190,14 @@ class CloudRunStepHandler(UsesCloudRunClients, StepHandler):
         def on_retry(exc: Exception, delay: float, attempt: int) -> None:
             DagsterEvent.engine_event(
                 step_context,
-                f"Cloud Run refused the execution of {step_key} ({getattr(exc, 'code', '')} {type(exc).__name__}: quota); "
-                f"retry {attempt} in {delay:.1f}s",
+                f"Cloud Run refused the execution of {step_key} ({getattr(exc, 'code', '')} "
+                f"{type(exc).__name__}: quota); retry {attempt} in {delay:.1f}s",
                 EngineEventData(),
             )
 
-        operation = call_with_backoff(lambda: self.clients.jobs.run_job(request=request), self.backoff, on_retry=on_retry)
+        operation = call_with_backoff(
+            lambda: self.clients.jobs.run_job(request=request), self.backoff, on_retry=on_retry
+        )
         name = operation.metadata.name
         self._alive[name] = step_key
         self._by_step[(ctx.execute_step_args.run_id, step_key)] = name
@@ -228,15 +256,36 @@ class CloudRunStepHandler(UsesCloudRunClients, StepHandler):
     config_schema={
         "project": Field(StringSource, description="Google Cloud project of the job."),
         "region": Field(StringSource, description="Region of the job, e.g. europe-west1."),
-        "job_name": Field(StringSource, description="The Cloud Run job running the code location's image (see `sunrise deploy`)."),
-        "api_endpoint": Field(Noneable(StringSource), is_required=False, default_value=None,
-                              description="Cloud Run Admin API endpoint override (tests, emulators); unset: the real API."),
-        "max_concurrent": Field(IntSource, is_required=False, default_value=DEFAULT_MAX_CONCURRENT,
-                                description="Most step executions alive at once for this run."),
-        "step_timeout_seconds": Field(IntSource, is_required=False, default_value=3600, description="Timeout of one step's execution."),
-        "env": Field(Permissive(), is_required=False, default_value={}, description="Extra environment of every step's container."),
-        "env_vars": Field([str], is_required=False, default_value=[],
-                          description="Names of variables of the run worker's environment passed on to the steps."),
+        "job_name": Field(
+            StringSource, description="The Cloud Run job running the code location's image (see `sunrise deploy`)."
+        ),
+        "api_endpoint": Field(
+            Noneable(StringSource),
+            is_required=False,
+            default_value=None,
+            description="Cloud Run Admin API endpoint override (tests, emulators); unset: the real API.",
+        ),
+        "max_concurrent": Field(
+            IntSource,
+            is_required=False,
+            default_value=DEFAULT_MAX_CONCURRENT,
+            description="Most step executions alive at once for this run.",
+        ),
+        "step_timeout_seconds": Field(
+            IntSource, is_required=False, default_value=3600, description="Timeout of one step's execution."
+        ),
+        "env": Field(
+            Permissive(),
+            is_required=False,
+            default_value={},
+            description="Extra environment of every step's container.",
+        ),
+        "env_vars": Field(
+            [str],
+            is_required=False,
+            default_value=[],
+            description="Names of variables of the run worker's environment passed on to the steps.",
+        ),
         "quota_retry": Field(
             {
                 "initial_wait_seconds": Field(float, is_required=False, default_value=1.0),
@@ -247,8 +296,12 @@ class CloudRunStepHandler(UsesCloudRunClients, StepHandler):
             description="Exponential backoff of run requests refused for quota (429 / RESOURCE_EXHAUSTED).",
         ),
         "check_step_health_interval_seconds": Field(int, is_required=False, default_value=20),
-        "poll_interval_seconds": Field(float, is_required=False, default_value=1.0,
-                                       description="How often the executor reads step events and polls for free slots."),
+        "poll_interval_seconds": Field(
+            float,
+            is_required=False,
+            default_value=1.0,
+            description="How often the executor reads step events and polls for free slots.",
+        ),
         "retries": get_retries_config(),
         "tag_concurrency_limits": get_tag_concurrency_limits_config(),
     },
@@ -267,8 +320,11 @@ def cloud_run_executor(init_context: InitExecutorContext) -> Executor:
         step_timeout_s=cfg["step_timeout_seconds"],
         env={k: str(v) for k, v in (cfg.get("env") or {}).items()},
         env_vars=cfg.get("env_vars") or [],
-        backoff=Backoff(initial_s=retry.get("initial_wait_seconds", 1.0), maximum_s=retry.get("max_wait_seconds", 60.0),
-                        deadline_s=retry.get("timeout_seconds", 900.0)),
+        backoff=Backoff(
+            initial_s=retry.get("initial_wait_seconds", 1.0),
+            maximum_s=retry.get("max_wait_seconds", 60.0),
+            deadline_s=retry.get("timeout_seconds", 900.0),
+        ),
         poll_interval_s=cfg["poll_interval_seconds"],
     )
     return StepDelegatingExecutor(

@@ -28,13 +28,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from dagster import Field, IntSource, StringSource
-from dagster import _check as check
-from dagster._core.events import EngineEventData
-from dagster._core.launcher.base import CheckRunHealthResult, ResumeRunContext, WorkerStatus
-from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus
-from dagster._grpc.types import ResumeRunArgs
-from dagster._serdes import ConfigurableClassData
+from dagster import DagsterRun, DagsterRunStatus, Field, IntSource, StringSource
 from dagster_contrib_gcp.cloud_run.run_launcher import CloudRunRunLauncher as ContribCloudRunRunLauncher
 from google.api_core import exceptions as gexc
 from google.api_core.operation import Operation
@@ -42,7 +36,30 @@ from google.cloud import run_v2
 from google.cloud.run_v2 import RunJobRequest
 from google.cloud.run_v2.types import k8s_min
 
-from resources.cloud_run.client import Backoff, ExecutionState, UsesCloudRunClients, call_with_backoff, execution_state, execution_summary
+from resources.cloud_run.client import (
+    Backoff,
+    ExecutionState,
+    UsesCloudRunClients,
+    call_with_backoff,
+    execution_state,
+    execution_summary,
+)
+from sunrise_assets.dagster_internals.run_execution import (
+    CheckRunHealthResult,
+    ConfigurableClassData,
+    EngineEventData,
+    ResumeRunArgs,
+    ResumeRunContext,
+    WorkerStatus,
+)
+
+
+def _required(value: Any) -> Any:
+    """The value, which Dagster always sets for runs launched from a code location."""
+    if value is None:
+        raise ValueError("a run launched by the Cloud Run launcher needs its code origin")
+    return value
+
 
 EXECUTION_TAG = "cloud_run_job_execution_id"  # the tag dagster-contrib-gcp writes
 
@@ -86,19 +103,31 @@ class CloudRunRunLauncher(UsesCloudRunClients, ContribCloudRunRunLauncher):
     def config_type(cls):
         schema = dict(super().config_type())
         schema["api_endpoint"] = Field(
-            StringSource, is_required=False,
+            StringSource,
+            is_required=False,
             description="Override of the Cloud Run Admin API endpoint (REST), e.g. an emulator's "
-                        "http://127.0.0.1:PORT. Unset: the real API with Application Default Credentials.",
+            "http://127.0.0.1:PORT. Unset: the real API with Application Default Credentials.",
         )
         schema["run_job_retry"] = Field(
             {
-                "wait": Field(IntSource, is_required=False, default_value=10, description="First wait (s) after a quota error; doubled each time."),
-                "max_wait": Field(IntSource, is_required=False, default_value=60, description="Longest wait (s) between retries."),
-                "timeout": Field(IntSource, is_required=False, default_value=300, description="Give up after this many seconds."),
+                "wait": Field(
+                    IntSource,
+                    is_required=False,
+                    default_value=10,
+                    description="First wait (s) after a quota error; doubled each time.",
+                ),
+                "max_wait": Field(
+                    IntSource, is_required=False, default_value=60, description="Longest wait (s) between retries."
+                ),
+                "timeout": Field(
+                    IntSource, is_required=False, default_value=300, description="Give up after this many seconds."
+                ),
             },
             is_required=False,
             default_value={"wait": 10, "max_wait": 60, "timeout": 300},
-            description="Retries of run requests refused for quota (HTTP 429 / RESOURCE_EXHAUSTED), exponential backoff.",
+            description=(
+                "Retries of run requests refused for quota (HTTP 429 / RESOURCE_EXHAUSTED), exponential backoff."
+            ),
         )
         return schema
 
@@ -118,14 +147,19 @@ class CloudRunRunLauncher(UsesCloudRunClients, ContribCloudRunRunLauncher):
         if args:
             overrides["args"] = list(args)
         if env:
-            overrides["env"] = [k8s_min.EnvVar(name=name, value=value) for name, value in env.items() if value is not None]
+            overrides["env"] = [
+                k8s_min.EnvVar(name=name, value=value) for name, value in env.items() if value is not None
+            ]
         if container_name:
             overrides["name"] = container_name
         request = RunJobRequest(name=fully_qualified_job_name)
         request.overrides.container_overrides.extend([RunJobRequest.Overrides.ContainerOverride(**overrides)])
         request.overrides.timeout = f"{self.run_timeout}s"
-        backoff = Backoff(initial_s=self.run_job_retry_wait, maximum_s=self.run_job_retry_max_wait,
-                          deadline_s=self.run_job_retry_timeout)
+        backoff = Backoff(
+            initial_s=self.run_job_retry_wait,
+            maximum_s=self.run_job_retry_max_wait,
+            deadline_s=self.run_job_retry_timeout,
+        )
         return call_with_backoff(lambda: self.jobs_client.run_job(request), backoff)
 
     @property
@@ -134,10 +168,10 @@ class CloudRunRunLauncher(UsesCloudRunClients, ContribCloudRunRunLauncher):
 
     def resume_run(self, context: ResumeRunContext) -> None:
         run = context.dagster_run
-        job_origin = check.not_none(context.job_code_origin)
+        job_origin = _required(context.job_code_origin)
         stripped = job_origin._replace(repository_origin=job_origin.repository_origin._replace(container_context={}))
         args = ResumeRunArgs(job_origin=stripped, run_id=run.run_id, instance_ref=self._instance.get_ref())
-        location = check.not_none(run.remote_job_origin).location_name
+        location = _required(run.remote_job_origin).location_name
         operation = self.create_execution(location, args.get_command_args())
         execution_id = operation.metadata.name.split("/")[-1]
         self._instance.report_engine_event(
@@ -169,7 +203,11 @@ class CloudRunRunLauncher(UsesCloudRunClients, ContribCloudRunRunLauncher):
         records = self._instance.get_records_for_run(run_id, of_type={DagsterEventType.STEP_WORKER_STARTING}).records
         for record in records:
             event = record.event_log_entry.dagster_event
-            entry = event.engine_event_data.metadata.get(EXECUTION_METADATA_KEY) if event and event.engine_event_data else None
+            entry = (
+                event.engine_event_data.metadata.get(EXECUTION_METADATA_KEY)
+                if event and event.engine_event_data
+                else None
+            )
             if entry is not None:
                 names.append(str(entry.value))
         cancelled = []
@@ -187,7 +225,7 @@ class CloudRunRunLauncher(UsesCloudRunClients, ContribCloudRunRunLauncher):
         execution_id = run.tags.get(EXECUTION_TAG)
         if not execution_id:
             return None
-        location = check.not_none(run.remote_job_origin).location_name
+        location = _required(run.remote_job_origin).location_name
         return f"{self.fully_qualified_job_name(location)}/executions/{execution_id}"
 
     def check_run_worker_health(self, run: DagsterRun) -> CheckRunHealthResult:
@@ -207,7 +245,10 @@ class CloudRunRunLauncher(UsesCloudRunClients, ContribCloudRunRunLauncher):
         if state is ExecutionState.CANCELLED:
             # Someone stopped the execution on purpose (console, gcloud): the run fails, it is not
             # resumed behind their back. (Dagster's own termination marks the run canceled first.)
-            message = f"Cloud Run execution {execution_summary(execution)}: the run fails (a cancelled execution is not resumed)."
+            message = (
+                f"Cloud Run execution {execution_summary(execution)}: the run fails "
+                "(a cancelled execution is not resumed)."
+            )
             if run.status == DagsterRunStatus.STARTED:
                 self._instance.report_run_failed(run, message)
                 self.cancel_step_executions(run.run_id)

@@ -21,8 +21,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path(os.environ.get("SUNRISE_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic",
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+    "--disable-quic",
 ]
 
 
@@ -56,9 +62,22 @@ class DagsterWebserver:
     def start(self, timeout: float = 120.0) -> DagsterWebserver:
         log = open(self.log_path, "wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "dagster_webserver", "-h", "127.0.0.1", "-p", str(self.port),
-             "-w", str(REPO / "workspace.yaml")],
-            cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "dagster_webserver",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-w",
+                str(REPO / "workspace.yaml"),
+            ],
+            cwd=REPO,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         log.close()
         try:
@@ -70,7 +89,8 @@ class DagsterWebserver:
 
     def graphql(self, query: str, variables: dict | None = None) -> dict:
         request = urllib.request.Request(
-            f"{self.url}/graphql", data=json.dumps({"query": query, "variables": variables or {}}).encode(),
+            f"{self.url}/graphql",
+            data=json.dumps({"query": query, "variables": variables or {}}).encode(),
             headers={"Content-Type": "application/json"},
         )
         with urllib.request.urlopen(request, timeout=30) as response:
@@ -81,7 +101,10 @@ class DagsterWebserver:
 
     def _wait_loaded(self, timeout: float) -> None:
         """Until the server answers and the code location is loaded (not an error)."""
-        query = "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus locationOrLoadError { __typename ... on PythonError { message } } } } } }"
+        query = (
+            "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus locationOrLoadError { "
+            "__typename ... on PythonError { message } } } } } }"
+        )
         deadline = time.monotonic() + timeout
         last = "no answer"
         while time.monotonic() < deadline:

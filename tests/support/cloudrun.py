@@ -30,10 +30,25 @@ def fake_image() -> FakeImage:
     Dagster puts at the head of the args it runs).
     """
     return FakeImage(
-        cmd=(sys.executable, "-m", "dagster", "api", "grpc", "-m", "sunrise_assets.definitions", "-h", "127.0.0.1", "-p", "4000"),
+        cmd=(
+            sys.executable,
+            "-m",
+            "dagster",
+            "api",
+            "grpc",
+            "-m",
+            "sunrise_assets.definitions",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            "4000",
+        ),
         workdir=str(REPO),
         # As the Dockerfile's ENV: the venv's bin first (Dagster's args start with `dagster`).
-        env={"PYTHONUNBUFFERED": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"},
+        env={
+            "PYTHONUNBUFFERED": "1",
+            "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        },
     )
 
 
@@ -42,8 +57,9 @@ def instance_env(pg_env: Mapping[str, str]) -> dict[str, str]:
     return {**pg_env, "SUNRISE_GCP_PROJECT": PROJECT, "SUNRISE_CLOUD_RUN_REGION": REGION}
 
 
-def cloudrun_instance_config(endpoint: str, *, locations: Mapping[str, str] | None = None,
-                             max_resume_run_attempts: int | None = None) -> dict[str, Any]:
+def cloudrun_instance_config(
+    endpoint: str, *, locations: Mapping[str, str] | None = None, max_resume_run_attempts: int | None = None
+) -> dict[str, Any]:
     """deploy/dagster.cloudrun.yaml with the test's changes only: the API endpoint of the fake,
     the test code location, faster daemon loops."""
     config = yaml.safe_load((REPO / "deploy" / "dagster.cloudrun.yaml").read_text())
@@ -81,8 +97,13 @@ def in_process_workspace(instance: DagsterInstance, module: str, location_name: 
         yield context
 
 
-def create_run(workspace_context: Any, location_name: str, job_name: str,
-               tags: Mapping[str, str] | None = None, run_config: Mapping[str, Any] | None = None) -> DagsterRun:
+def create_run(
+    workspace_context: Any,
+    location_name: str,
+    job_name: str,
+    tags: Mapping[str, str] | None = None,
+    run_config: Mapping[str, Any] | None = None,
+) -> DagsterRun:
     """A run of a job of the workspace, as `dagster job launch` creates it (with its origins)."""
     from dagster._cli.job import _create_run
 
@@ -90,9 +111,14 @@ def create_run(workspace_context: Any, location_name: str, job_name: str,
     location = workspace.get_code_location(location_name)
     repo = next(iter(location.get_repositories().values()))
     return _create_run(
-        instance=workspace_context.instance, code_location=location, remote_repo=repo,
-        remote_job=repo.get_full_job(job_name), run_config=dict(run_config or {}), tags=dict(tags or {}),
-        op_selection=None, run_id=None,
+        instance=workspace_context.instance,
+        code_location=location,
+        remote_repo=repo,
+        remote_job=repo.get_full_job(job_name),
+        run_config=dict(run_config or {}),
+        tags=dict(tags or {}),
+        op_selection=None,
+        run_id=None,
     )
 
 
@@ -106,8 +132,14 @@ def monitor_once(workspace_context: Any) -> None:
         pass
 
 
-def wait_for_status(instance: DagsterInstance, run_id: str, statuses: set[DagsterRunStatus], timeout: float,
-                    tick: Callable[[], None] | None = None, explain: Callable[[], str] = lambda: "") -> DagsterRun:
+def wait_for_status(
+    instance: DagsterInstance,
+    run_id: str,
+    statuses: set[DagsterRunStatus],
+    timeout: float,
+    tick: Callable[[], None] | None = None,
+    explain: Callable[[], str] = lambda: "",
+) -> DagsterRun:
     deadline = time.monotonic() + timeout
     while True:
         run = instance.get_run_by_id(run_id)

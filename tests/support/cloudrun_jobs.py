@@ -3,7 +3,6 @@
 SUNRISE_TEST_MARKERS (a directory) lets a process know whether it already ran once.
 """
 
-
 import os
 import time
 from pathlib import Path

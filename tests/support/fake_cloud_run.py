@@ -28,7 +28,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -42,12 +42,19 @@ TYPE_PREFIX = "type.googleapis.com/google.cloud.run.v2."
 
 # google.rpc.Code values used in operation errors
 CODE_CANCELLED, CODE_UNKNOWN, CODE_DEADLINE_EXCEEDED = 1, 2, 4
-STATUS_BY_HTTP = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 409: "ALREADY_EXISTS", 412: "FAILED_PRECONDITION",
-                  429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE"}
+STATUS_BY_HTTP = {
+    400: "INVALID_ARGUMENT",
+    404: "NOT_FOUND",
+    409: "ALREADY_EXISTS",
+    412: "FAILED_PRECONDITION",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+}
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _duration_s(value: Any, default: float) -> float:
@@ -139,25 +146,50 @@ class ExecutionRecord:
         done = self.done
         conditions = []
         if done:
-            state = {"SUCCEEDED": run_v2.Condition.State.CONDITION_SUCCEEDED,
-                     "FAILED": run_v2.Condition.State.CONDITION_FAILED,
-                     "CANCELLED": run_v2.Condition.State.CONDITION_FAILED}[self.state]
-            message = {"SUCCEEDED": "Execution completed successfully.",
-                       "FAILED": f"Task failed: {self.failed} of {self.task_count} task(s)"
-                                 + (" timed out" if self.timed_out else " exited with a non-zero code") + ".",
-                       "CANCELLED": "The execution was cancelled."}[self.state]
-            conditions.append(run_v2.Condition(type_="Completed", state=state, message=message,
-                                               last_transition_time=self.completion_time))
+            state = {
+                "SUCCEEDED": run_v2.Condition.State.CONDITION_SUCCEEDED,
+                "FAILED": run_v2.Condition.State.CONDITION_FAILED,
+                "CANCELLED": run_v2.Condition.State.CONDITION_FAILED,
+            }[self.state]
+            message = {
+                "SUCCEEDED": "Execution completed successfully.",
+                "FAILED": f"Task failed: {self.failed} of {self.task_count} task(s)"
+                + (" timed out" if self.timed_out else " exited with a non-zero code")
+                + ".",
+                "CANCELLED": "The execution was cancelled.",
+            }[self.state]
+            conditions.append(
+                run_v2.Condition(
+                    type_="Completed", state=state, message=message, last_transition_time=self.completion_time
+                )
+            )
         else:
-            conditions.append(run_v2.Condition(type_="Completed", state=run_v2.Condition.State.CONDITION_PENDING,
-                                               message=f"{self.running} task(s) running."))
+            conditions.append(
+                run_v2.Condition(
+                    type_="Completed",
+                    state=run_v2.Condition.State.CONDITION_PENDING,
+                    message=f"{self.running} task(s) running.",
+                )
+            )
         return run_v2.Execution(
-            name=self.name, uid=self.uid, job=self.job.rsplit("/", 1)[-1], generation=1,
-            create_time=self.create_time, start_time=self.start_time, completion_time=self.completion_time,
+            name=self.name,
+            uid=self.uid,
+            job=self.job.rsplit("/", 1)[-1],
+            generation=1,
+            create_time=self.create_time,
+            start_time=self.start_time,
+            completion_time=self.completion_time,
             update_time=self.completion_time or self.start_time or self.create_time,
-            task_count=self.task_count, parallelism=self.parallelism, reconciling=not done, conditions=conditions,
-            observed_generation=1, running_count=self.running, succeeded_count=self.succeeded,
-            failed_count=self.failed, cancelled_count=self.cancelled, retried_count=self.retried,
+            task_count=self.task_count,
+            parallelism=self.parallelism,
+            reconciling=not done,
+            conditions=conditions,
+            observed_generation=1,
+            running_count=self.running,
+            succeeded_count=self.succeeded,
+            failed_count=self.failed,
+            cancelled_count=self.cancelled,
+            retried_count=self.retried,
             log_uri=f"file://{self.job}/{self.short_name}",
         )
 
@@ -187,10 +219,18 @@ class FakeCloudRun:
         self.images = dict(images)
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        # What every container starts with before the image's and the job's env: enough to run.
-        self.base_env = dict(base_env) if base_env is not None else {
-            k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ")
-        }
+        # What every container starts with before the image's and the job's env: enough to run, and
+        # the host's OpenBLAS kernel choice (OPENBLAS_*), which an image would fix for all its processes:
+        # without it a container computes on another BLAS kernel than the in-process run it is compared to.
+        self.base_env = (
+            dict(base_env)
+            if base_env is not None
+            else {
+                k: v
+                for k, v in os.environ.items()
+                if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ") or k.startswith("OPENBLAS_")
+            }
+        )
         self.secrets_by_name = dict(secrets_by_name or {})
         # Cloud Run refuses new executions beyond a regional quota with 429 RESOURCE_EXHAUSTED.
         self.execution_quota = execution_quota
@@ -273,8 +313,13 @@ class FakeCloudRun:
     def client_options(self) -> dict[str, str]:
         return {"api_endpoint": self.endpoint}
 
-    def inject_errors(self, method_regex: str, count: int, http_status: int = 429,
-                      message: str = "Quota exceeded for quota metric 'Job run requests' (fake)") -> None:
+    def inject_errors(
+        self,
+        method_regex: str,
+        count: int,
+        http_status: int = 429,
+        message: str = "Quota exceeded for quota metric 'Job run requests' (fake)",
+    ) -> None:
         """The next ``count`` requests matching '<METHOD> <path>' answer ``http_status``."""
         with self._lock:
             self._injected.extend([(method_regex, http_status, message)] * count)
@@ -338,7 +383,11 @@ class FakeCloudRun:
             ("POST", rf"^/v2/(?P<name>{PROJECT_LOCATION}/jobs/[^/:]+):run$", self._run_job),
             ("GET", rf"^/v2/(?P<name>{PROJECT_LOCATION}/jobs/[^/:]+)/executions$", self._list_executions),
             ("GET", rf"^/v2/(?P<name>{PROJECT_LOCATION}/jobs/[^/:]+/executions/[^/:]+)$", self._get_execution),
-            ("POST", rf"^/v2/(?P<name>{PROJECT_LOCATION}/jobs/[^/:]+/executions/[^/:]+):cancel$", self._cancel_execution),
+            (
+                "POST",
+                rf"^/v2/(?P<name>{PROJECT_LOCATION}/jobs/[^/:]+/executions/[^/:]+):cancel$",
+                self._cancel_execution,
+            ),
             ("DELETE", rf"^/v2/(?P<name>{PROJECT_LOCATION}/jobs/[^/:]+/executions/[^/:]+)$", self._delete_execution),
             ("GET", rf"^/v2/(?P<name>{PROJECT_LOCATION}/operations/[^/:]+)$", self._get_operation),
             ("POST", rf"^/v2/(?P<name>{PROJECT_LOCATION}/operations/[^/:]+):wait$", self._wait_operation),
@@ -378,8 +427,11 @@ class FakeCloudRun:
     def _job_or_404(self, name: str) -> run_v2.Job:
         job = self.jobs.get(name)
         if job is None:
-            raise ApiError(404, f"Resource '{name.rsplit('/', 1)[-1]}' of kind 'JOB' in region "
-                                f"'{name.split('/')[3]}' in project '{name.split('/')[1]}' does not exist.")
+            raise ApiError(
+                404,
+                f"Resource '{name.rsplit('/', 1)[-1]}' of kind 'JOB' in region "
+                f"'{name.split('/')[3]}' in project '{name.split('/')[1]}' does not exist.",
+            )
         return job
 
     def _store_job(self, name: str, body: dict, previous: run_v2.Job | None) -> run_v2.Job:
@@ -461,24 +513,38 @@ class FakeCloudRun:
             job = self._job_or_404(name)
             if self.execution_quota is not None and self.alive >= self.execution_quota:
                 self.quota_rejections += 1
-                raise ApiError(429, f"Quota exceeded: {self.alive} executions running, limit {self.execution_quota} (fake).")
+                raise ApiError(
+                    429, f"Quota exceeded: {self.alive} executions running, limit {self.execution_quota} (fake)."
+                )
             record = self._new_execution(job, request)
             self.executions[record.name] = record
             self.alive += 1
             self.max_alive = max(self.max_alive, self.alive)
             job.execution_count += 1
             job.latest_created_execution = run_v2.ExecutionReference(name=record.name, create_time=record.create_time)
-            thread = threading.Thread(target=self._supervise, args=(record,), name=f"exec-{record.short_name}", daemon=True)
+            thread = threading.Thread(
+                target=self._supervise, args=(record,), name=f"exec-{record.short_name}", daemon=True
+            )
             self._threads.append(thread)
             self._changed.notify_all()
         thread.start()
         parent = name.rsplit("/jobs/", 1)[0]
         with self._lock:
             out = self._new_operation(
-                parent, record.to_proto, lambda: record.done, record.to_proto,
-                lambda: None if record.state == "SUCCEEDED" else {
-                    "code": CODE_CANCELLED if record.state == "CANCELLED" else (CODE_DEADLINE_EXCEEDED if record.timed_out else CODE_UNKNOWN),
-                    "message": record.to_proto().conditions[0].message},
+                parent,
+                record.to_proto,
+                lambda: record.done,
+                record.to_proto,
+                lambda: (
+                    None
+                    if record.state == "SUCCEEDED"
+                    else {
+                        "code": CODE_CANCELLED
+                        if record.state == "CANCELLED"
+                        else (CODE_DEADLINE_EXCEEDED if record.timed_out else CODE_UNKNOWN),
+                        "message": record.to_proto().conditions[0].message,
+                    }
+                ),
             )
             record.operation = out["name"]
             return out
@@ -518,32 +584,50 @@ class FakeCloudRun:
         job_id = job.name.rsplit("/", 1)[-1]
         short = f"{job_id}-{secrets.token_hex(3)[:5]}"
         return ExecutionRecord(
-            name=f"{job.name}/executions/{short}", job=job.name, uid=str(uuid.uuid4()), operation="",
-            create_time=_now(), argv=argv, env=env, override_env=override_env,
+            name=f"{job.name}/executions/{short}",
+            job=job.name,
+            uid=str(uuid.uuid4()),
+            operation="",
+            create_time=_now(),
+            argv=argv,
+            env=env,
+            override_env=override_env,
             override_args=list(override.args) if override is not None and override.args else None,
             task_count=overrides.task_count or template.task_count or 1,
             parallelism=template.parallelism or 0,
             max_retries=template.template.max_retries,
             timeout_s=_duration_s(overrides.timeout, _duration_s(template.template.timeout, 600.0)),
-            job_resources=dict(container.resources.limits), job_generation=job.generation,
+            job_resources=dict(container.resources.limits),
+            job_generation=job.generation,
         )
 
     def _spawn(self, record: ExecutionRecord, index: int, attempt: int) -> Task:
-        image = self.images[self.jobs[record.job].template.template.containers[0].image] if record.job in self.jobs else None
+        image = (
+            self.images[self.jobs[record.job].template.template.containers[0].image]
+            if record.job in self.jobs
+            else None
+        )
         env = dict(record.env)
-        env.update({
-            "CLOUD_RUN_JOB": record.job.rsplit("/", 1)[-1],
-            "CLOUD_RUN_EXECUTION": record.short_name,
-            "CLOUD_RUN_TASK_INDEX": str(index),
-            "CLOUD_RUN_TASK_ATTEMPT": str(attempt),
-            "CLOUD_RUN_TASK_COUNT": str(record.task_count),
-        })
+        env.update(
+            {
+                "CLOUD_RUN_JOB": record.job.rsplit("/", 1)[-1],
+                "CLOUD_RUN_EXECUTION": record.short_name,
+                "CLOUD_RUN_TASK_INDEX": str(index),
+                "CLOUD_RUN_TASK_ATTEMPT": str(attempt),
+                "CLOUD_RUN_TASK_COUNT": str(record.task_count),
+            }
+        )
         log_path = self.log_dir / record.short_name / f"task-{index}-attempt-{attempt}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
-                record.argv, env=env, cwd=(image.workdir if image and image.workdir else None),
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                record.argv,
+                env=env,
+                cwd=(image.workdir if image and image.workdir else None),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         return Task(index, attempt, process, time.monotonic(), record.timeout_s, log_path)
 
@@ -591,7 +675,9 @@ class FakeCloudRun:
                         running[index] = self._spawn(record, index, attempts[index])
                     except OSError as exc:  # a command that does not exist fails the task
                         (self.log_dir / record.short_name).mkdir(parents=True, exist_ok=True)
-                        (self.log_dir / record.short_name / f"task-{index}-attempt-{attempts[index]}.log").write_text(str(exc))
+                        (self.log_dir / record.short_name / f"task-{index}-attempt-{attempts[index]}.log").write_text(
+                            str(exc)
+                        )
                         with self._lock:
                             record.failed += 1
                             record.exit_codes.setdefault(index, []).append(127)

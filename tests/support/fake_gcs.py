@@ -36,15 +36,32 @@ class FakeGcsServer:
         self.log_path = Path(log)
         with open(fd, "wb") as out:
             self.process = subprocess.Popen(
-                [str(_get_binary_path()), "-scheme", "http", "-backend", "memory", "-host", "127.0.0.1",
-                 "-port", str(self.port), "-external-url", self.url, "-log-level", "warn"],
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                [
+                    str(_get_binary_path()),
+                    "-scheme",
+                    "http",
+                    "-backend",
+                    "memory",
+                    "-host",
+                    "127.0.0.1",
+                    "-port",
+                    str(self.port),
+                    "-external-url",
+                    self.url,
+                    "-log-level",
+                    "warn",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
             )
         self._watchdog = start_watchdog(f"kill {self.process.pid} 2>/dev/null; rm -f {self.log_path}")
         deadline = time.monotonic() + 20
         while True:
             if self.process.poll() is not None:
-                raise RuntimeError(f"fake-gcs-server exited ({self.process.returncode}): {self.log_path.read_text()[-2000:]}")
+                raise RuntimeError(
+                    f"fake-gcs-server exited ({self.process.returncode}): {self.log_path.read_text()[-2000:]}"
+                )
             try:
                 with urllib.request.urlopen(f"{self.url}/storage/v1/b", timeout=2) as resp:
                     if resp.status == 200:

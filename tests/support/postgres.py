@@ -29,7 +29,11 @@ def find_bindir() -> Path | None:
     candidates = []
     if os.environ.get("PG_BINDIR"):
         candidates.append(Path(os.environ["PG_BINDIR"]))
-    versions = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0, reverse=True)
+    versions = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin"),
+        key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0,
+        reverse=True,
+    )
     candidates += [Path(p) for p in versions]
     for name in ("pg_ctl", "initdb"):
         found = shutil.which(name)
@@ -53,7 +57,9 @@ class PostgresCluster:
     def __init__(self, user: str = "sunrise", password: str | None = None):
         self.bindir = find_bindir()
         if self.bindir is None:
-            raise PostgresUnavailable("PostgreSQL server binaries not found (install Debian postgresql-15, or set PG_BINDIR)")
+            raise PostgresUnavailable(
+                "PostgreSQL server binaries not found (install Debian postgresql-15, or set PG_BINDIR)"
+            )
         self.user = user
         self.password = password or secrets.token_hex(12)
         self.host = "127.0.0.1"
@@ -70,11 +76,14 @@ class PostgresCluster:
             uid, gid = self._process_user
             kwargs = {"user": uid, "group": gid, "extra_groups": []}
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "HOME": str(self.base)}
-        proc = subprocess.run([str(self.bindir / args[0]), *args[1:]], capture_output=True, text=True, env=env,
-                              cwd=self.base, **kwargs)
+        proc = subprocess.run(
+            [str(self.bindir / args[0]), *args[1:]], capture_output=True, text=True, env=env, cwd=self.base, **kwargs
+        )
         if check and proc.returncode != 0:
             log = self.log_tail()
-            raise PostgresUnavailable(f"{args[0]} failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}\n{log}")
+            raise PostgresUnavailable(
+                f"{args[0]} failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}\n{log}"
+            )
         return proc
 
     def log_tail(self, lines: int = 30) -> str:
@@ -90,7 +99,9 @@ class PostgresCluster:
             try:
                 entry = pwd.getpwnam(name)
             except KeyError as exc:
-                raise PostgresUnavailable(f"running as root and there is no {name!r} user to run PostgreSQL as") from exc
+                raise PostgresUnavailable(
+                    f"running as root and there is no {name!r} user to run PostgreSQL as"
+                ) from exc
             self._process_user = (entry.pw_uid, entry.pw_gid)
             os.chown(self.base, entry.pw_uid, entry.pw_gid)
         self.base.chmod(0o700)
@@ -98,15 +109,42 @@ class PostgresCluster:
         pwfile.write_text(self.password + "\n")
         if self._process_user:
             os.chown(pwfile, *self._process_user)
-        self._run("initdb", "-D", str(self.base / "data"), "-U", self.user, f"--pwfile={pwfile}", "-E", "UTF8",
-                  "--locale=C", "--auth-local=trust", "--auth-host=scram-sha-256")
+        self._run(
+            "initdb",
+            "-D",
+            str(self.base / "data"),
+            "-U",
+            self.user,
+            f"--pwfile={pwfile}",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+        )
         pwfile.unlink()
         self.port = free_port()
-        options = (f"-p {self.port} -k {self.base} -c listen_addresses={self.host} -c fsync=off "
-                   "-c synchronous_commit=off -c full_page_writes=off -c max_connections=100")
+        options = (
+            f"-p {self.port} -k {self.base} -c listen_addresses={self.host} -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=100"
+        )
         self._watchdog = start_watchdog(  # immediate shutdown of the postmaster, then the directory
-            f"kill -QUIT $(head -1 {self.base}/data/postmaster.pid 2>/dev/null) 2>/dev/null; sleep 2; rm -rf {self.base}")
-        self._run("pg_ctl", "-D", str(self.base / "data"), "-l", str(self.base / "server.log"), "-o", options, "-w", "-t", "60", "start")
+            f"kill -QUIT $(head -1 {self.base}/data/postmaster.pid 2>/dev/null) 2>/dev/null; "
+            f"sleep 2; rm -rf {self.base}"
+        )
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.base / "data"),
+            "-l",
+            str(self.base / "server.log"),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
         self._started = True
         self._wait_ready()
         return self

@@ -11,8 +11,13 @@ import subprocess
 def start_watchdog(cleanup: str) -> subprocess.Popen:
     """``cleanup`` is a shell snippet run once this process is gone."""
     script = f"while kill -0 {os.getpid()} 2>/dev/null; do sleep 2; done; {cleanup}"
-    return subprocess.Popen(["/bin/sh", "-c", script], start_new_session=True, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        ["/bin/sh", "-c", script],
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def stop_watchdog(proc: subprocess.Popen | None) -> None:

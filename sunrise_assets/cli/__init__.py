@@ -1,0 +1,2 @@
+"""`sunrise`, the command line: ``app`` assembles the command groups; ``console`` holds the shared
+output, progress and error helpers."""

@@ -1,0 +1,358 @@
+"""`sunrise scan | ingest | register | scores | locate | refresh | forget`: the nights of a bucket, from
+raw files to the warehouse, and their removal."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from sunrise_assets import settings
+from sunrise_assets.cli.console import (
+    BucketOpt,
+    ReadProgress,
+    UserError,
+    WorkdirOpt,
+    allow_demo_key,
+    bucket_from_option,
+    out,
+    progress_bar,
+)
+
+if TYPE_CHECKING:  # imported lazily at run time: `sunrise --help` stays fast
+    from resources.bucket import BucketResource
+    from sunrise_assets.lib.ingest import IngestReport
+
+
+def scan(
+    bucket: BucketOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """List paired and unpaired nights of a raw bucket, without writing anything.
+
+    Shows raw paths: for people allowed to see the raw (identifiable) layer only.
+    """
+    from sunrise_assets.domain.pairing import scan_bucket
+
+    store = bucket_from_option(bucket)
+    if not store.is_gcs and not store.root.is_dir():
+        raise UserError(f"bucket {store.root} does not exist")
+    with progress_bar() as progress:
+        task = progress.add_task("reading recordings and PSG headers", total=0)
+        result = scan_bucket(ReadProgress(store, progress, task))
+    if as_json:
+        out.print_json(
+            json.dumps(
+                {
+                    "paired": [
+                        {
+                            "recording": n.recording.path,
+                            "psg": n.study.edf_path,
+                            "overlap_s": round(n.overlap_s, 1),
+                            "grid_start_offset_s": round(n.grid_start_offset_s, 1),
+                        }
+                        for n in result.nights
+                    ],
+                    "unpaired_recordings": [r.path for r in result.unpaired_recordings],
+                    "unpaired_studies": [s.edf_path for s in result.unpaired_studies],
+                    "problems": result.problems,
+                }
+            )
+        )
+        return
+    table = Table(title=f"{len(result.nights)} paired nights")
+    for col in ("recording", "PSG study", "overlap h", "PSG epoch 0 on sensor clock (s)"):
+        table.add_column(col)
+    for n in result.nights:
+        table.add_row(n.recording.path, n.study.edf_path, f"{n.overlap_s / 3600:.2f}", f"{n.grid_start_offset_s:.1f}")
+    out.print(table)
+    for r in result.unpaired_recordings:
+        out.print(f"[yellow]recording without PSG[/]: {r.path}")
+    for s in result.unpaired_studies:
+        out.print(f"[yellow]PSG study without recording[/]: {s.edf_path}")
+    for p in result.problems:
+        out.print(f"[red]problem[/]: {p}")
+
+
+def run_ingest(batch_size: int):
+    from dagster import DagsterInstance
+
+    from sunrise_assets.lib.ingest import ingest as do_ingest
+
+    settings.use_workdir(settings.workdir())
+    bucket = bucket_from_option(None)
+    if not bucket.is_available():
+        raise UserError(
+            f"bucket {bucket.url} does not exist or cannot be reached (generate one with `sunrise generate`)"
+        )
+    with DagsterInstance.get() as instance, progress_bar() as progress:
+        task = progress.add_task("materializing nights", total=None)
+        report = do_ingest(
+            bucket,
+            instance,
+            batch_size=batch_size,
+            on_plan=lambda n: progress.update(task, total=n),
+            on_nights_done=lambda n: progress.advance(task, n),
+        )
+    table = Table(title="nights")
+    table.add_column("night", no_wrap=True)
+    table.add_column("status")
+    for night in report.materialized:
+        table.add_row(night, "[green]materialized" + (" (new)" if night in report.new_nights else ""))
+    for night in report.up_to_date:
+        table.add_row(night, "up to date")
+    for night, message in sorted(report.failed.items()):
+        table.add_row(night, f"[red]failed[/]: {message}")
+    out.print(table)
+    out.print(
+        f"{len(report.scan.nights)} paired nights in the bucket, {len(report.new_nights)} new; "
+        f"{len(report.materialized)} materialized, {len(report.up_to_date)} up to date, {len(report.failed)} failed "
+        f"in {len(report.run_ids)} run(s). Unpaired: {len(report.scan.unpaired_recordings)} recordings, "
+        f"{len(report.scan.unpaired_studies)} PSG studies; {len(report.scan.problems)} unreadable files."
+    )
+    return report
+
+
+def report_summary(report: IngestReport) -> None:
+    """What the ingest's validation summary run gave (nothing when it had no reason to run)."""
+    if report.summary_error:
+        out.print(f"[red]validation summary failed[/]: {report.summary_error}")
+    elif report.summary_run_id:
+        _print_validation_summary(bucket_from_option(None))
+
+
+def _print_validation_summary(bucket: BucketResource) -> None:
+    """The cross-night Bland-Altman table of gold/validation_summary.json."""
+    from sunrise_assets.defs.validation_summary import SCORE_LABELS, SUMMARY_SCORES
+    from sunrise_assets.domain import layout
+    from sunrise_assets.domain.layer_files import read_json
+
+    doc = read_json(bucket, layout.gold_validation_summary())
+    nights = doc["nights"]
+
+    def f(v: float | None, fmt: str = "{:+.1f}") -> str:
+        return "-" if v is None else fmt.format(v)
+
+    table = Table(
+        title=f"validation summary: sunalgo minus PSG over {nights['used']} nights with PSG staging "
+        f"({nights['without_staging']} without staging, {nights['missing_gold_files']} missing gold files)"
+    )
+    for col, justify in (
+        ("score", "left"),
+        ("nights", "right"),
+        ("bias", "right"),
+        ("SD", "right"),
+        ("95% limits of agreement", "right"),
+    ):
+        table.add_column(col, justify=justify)
+    for score in SUMMARY_SCORES.values():
+        ba = doc["scores"][score]
+        loa = "-" if ba["loa_lower"] is None else f"{f(ba['loa_lower'])} to {f(ba['loa_upper'])}"
+        table.add_row(SCORE_LABELS.get(score, score), str(ba["n"]), f(ba["bias"]), f(ba["sd"], "{:.1f}"), loa)
+    out.print(table)
+    pooled = doc["epoch_agreement"]["pooled"]
+    out.print(
+        f"epoch agreement pooled over {pooled['n_epochs']} epochs of {pooled['nights']} nights: "
+        f"accuracy {f(pooled['accuracy'], '{:.2f}')}, kappa {f(pooled['kappa_5class'], '{:.2f}')} "
+        f"(sleep/wake {f(pooled['kappa_sleep_wake'], '{:.2f}')}); {bucket.describe(layout.gold_validation_summary())}"
+    )
+
+
+def ingest(
+    bucket: BucketOpt = None,
+    workdir: WorkdirOpt = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Nights per run.")] = settings.NIGHTS_PER_RUN,
+    demo_key: Annotated[
+        bool,
+        typer.Option(
+            "--demo-key",
+            help="Allow the public demo pseudonym key when SUNRISE_PSEUDONYM_KEY is unset (never for real data).",
+        ),
+    ] = False,
+) -> None:
+    """Register every paired night of the bucket as a partition and materialize what is missing."""
+    if workdir:
+        settings.use_workdir(workdir)
+    if demo_key:
+        allow_demo_key()
+    if bucket is not None:
+        bucket_from_option(bucket)  # --bucket: sets SUNRISE_BUCKET, which run_ingest reads
+    report = run_ingest(batch_size)
+    report_summary(report)
+    if report.failed or report.summary_error:
+        raise typer.Exit(1)
+
+
+def print_scores(limit: int = 50) -> None:
+    from resources.sql_warehouse import WarehouseResource
+
+    wh = WarehouseResource(url=settings.warehouse_url())
+    rows = wh.query(
+        "SELECT night_id, psg_total_sleep_time_min, sunalgo_total_sleep_time_min, psg_sleep_efficiency_pct, "
+        "sunalgo_sleep_efficiency_pct, psg_ahi, sunalgo_ahi, agreement_accuracy, agreement_kappa_5class "
+        "FROM night_scores ORDER BY night_id LIMIT :limit",
+        {"limit": limit},
+    )
+    n_epochs = wh.query("SELECT COUNT(*) AS n FROM training_epochs")[0]["n"]
+    table = Table(title=f"night_scores ({len(rows)} nights; training_epochs: {n_epochs} rows)")
+    table.add_column("night", no_wrap=True, min_width=25)
+    for col in ("TST PSG", "TST algo", "SE PSG", "SE algo", "AHI PSG", "AHI algo", "acc", "kappa"):
+        table.add_column(col, justify="right")
+
+    def f(v, fmt="{:.1f}"):
+        return "-" if v is None else fmt.format(v)
+
+    for r in rows:
+        table.add_row(
+            r["night_id"],
+            f(r["psg_total_sleep_time_min"]),
+            f(r["sunalgo_total_sleep_time_min"]),
+            f(r["psg_sleep_efficiency_pct"]),
+            f(r["sunalgo_sleep_efficiency_pct"]),
+            f(r["psg_ahi"]),
+            f(r["sunalgo_ahi"]),
+            f(r["agreement_accuracy"], "{:.2f}"),
+            f(r["agreement_kappa_5class"], "{:.2f}"),
+        )
+    out.print(table)
+
+
+def register(
+    bucket: BucketOpt = None,
+    workdir: WorkdirOpt = None,
+    demo_key: Annotated[
+        bool,
+        typer.Option("--demo-key", help="Allow the public demo pseudonym key when SUNRISE_PSEUDONYM_KEY is unset."),
+    ] = False,
+) -> None:
+    """Register the bucket's paired nights as partitions without running anything; print their keys.
+
+    For `dagster job execute` on chosen nights (see the README).
+    """
+    from dagster import DagsterInstance
+
+    from sunrise_assets.domain.anonymise import Pseudonymizer, load_key
+    from sunrise_assets.domain.pairing import scan_bucket
+    from sunrise_assets.domain.raw_nights import reconcile
+    from sunrise_assets.lib.night_registry import register
+
+    settings.use_workdir(workdir or settings.workdir())
+    if demo_key:
+        allow_demo_key()
+    store = bucket_from_option(bucket)
+    with DagsterInstance.get() as instance:
+        reconciliation = reconcile(scan_bucket(store), store, Pseudonymizer(load_key()))
+        register(reconciliation, instance)
+    for source in reconciliation.sources:
+        typer.echo(source.night)
+
+
+def scores(workdir: WorkdirOpt = None, limit: Annotated[int, typer.Option(help="Nights to show.")] = 50) -> None:
+    """Print the night_scores table of the warehouse (sunalgo beside PSG)."""
+    settings.use_workdir(workdir or settings.workdir())
+    print_scores(limit)
+
+
+def locate(
+    night: Annotated[str, typer.Argument(help="Night key, e.g. sub-3f9a1c2e_ses-20240117.")], bucket: BucketOpt = None
+) -> None:
+    """Show the raw files behind a night (raw layer, identifiable: authorised staff only)."""
+    from sunrise_assets.domain.raw_nights import load_source
+
+    try:
+        source = load_source(bucket_from_option(bucket), night)
+    except (FileNotFoundError, ValueError) as exc:
+        raise UserError(f"no such night {night!r} in the bucket ({exc})") from exc
+    out.print_json(source.model_dump_json())
+
+
+def refresh(
+    from_layer: Annotated[
+        str,
+        typer.Option(
+            "--from",
+            help=(
+                "Layer to start from: bronze, silver, gold or warehouse; everything downstream of it is refreshed too."
+            ),
+        ),
+    ],
+    nights: Annotated[
+        Optional[list[str]],
+        typer.Option("--nights", help="Night keys to refresh (repeat the option); default: every registered night."),
+    ] = None,
+    workdir: WorkdirOpt = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Nights per run.")] = settings.NIGHTS_PER_RUN,
+) -> None:
+    """Re-materialize a layer and everything downstream of it (the full refresh after a logic change)."""
+    from dagster import DagsterInstance
+
+    from sunrise_assets.defs.jobs import LAYERS
+    from sunrise_assets.lib.operations import refresh as do_refresh
+
+    if from_layer not in LAYERS:
+        raise UserError(f"--from must be one of {', '.join(LAYERS)}, not {from_layer!r}")
+    settings.use_workdir(workdir or settings.workdir())
+    with DagsterInstance.get() as instance, progress_bar() as progress:
+        total = len(nights) if nights else len(instance.get_dynamic_partitions("nights"))
+        task = progress.add_task(f"refreshing from {from_layer}", total=total)
+        try:
+            report = do_refresh(
+                instance, from_layer, nights, batch_size=batch_size, on_batch=lambda n: progress.advance(task, n)
+            )
+        except ValueError as exc:
+            raise UserError(str(exc)) from exc
+    out.print(
+        f"refreshed {len(report.assets)} assets ({', '.join(k.to_user_string() for k in report.assets)}) "
+        f"for {len(report.nights)} nights in {len(report.run_ids)} run(s); {len(report.failed)} failed"
+    )
+    for _night, message in sorted(report.failed.items()):
+        out.print(f"[red]failed[/]: {message}")
+    if report.summary_error:
+        out.print(f"[red]validation summary failed[/]: {report.summary_error}")
+    if report.failed or report.summary_error:
+        raise typer.Exit(1)
+
+
+def forget(
+    night: Annotated[str, typer.Argument(help="Night key, e.g. sub-3f9a1c2e_ses-20240117.")],
+    workdir: WorkdirOpt = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete one night everywhere (raw files, every layer, the warehouse, its partition): consent withdrawn."""
+    from dagster import DagsterInstance
+
+    from resources.sql_warehouse import WarehouseResource
+    from sunrise_assets.domain.anonymise import NIGHT_KEY_RE
+    from sunrise_assets.lib.operations import forget as do_forget
+
+    if not NIGHT_KEY_RE.fullmatch(night):
+        raise UserError(f"{night!r} is not a night key (sub-xxxxxxxx_ses-YYYYMMDD)")
+    settings.use_workdir(workdir or settings.workdir())
+    if not yes and not typer.confirm(f"Delete every trace of {night}, raw files included?"):
+        raise typer.Exit(1)
+    with DagsterInstance.get() as instance:
+        report = do_forget(night, bucket_from_option(None), WarehouseResource(url=settings.warehouse_url()), instance)
+    out.print(
+        f"forgot {night}: {report.raw_objects} raw objects; "
+        + ", ".join(f"{layer} {n} objects" for layer, n in report.layer_objects.items())
+        + "; warehouse rows "
+        + (", ".join(f"{t} {n}" for t, n in report.warehouse_rows.items()) or "none")
+        + f"; partition {'removed' if report.partition_removed else 'was not registered'}"
+        + (
+            "; event history wiped"
+            if report.history_wiped
+            else (
+                "; event history kept (this instance's storage cannot wipe one partition; it holds no PHI)"
+                if report.partition_removed
+                else ""
+            )
+        )
+        + ("; validation summary recomputed without it" if report.summary_run_id and not report.summary_error else "")
+    )
+    if report.summary_error:
+        out.print(
+            f"[red]validation summary failed[/]: {report.summary_error} "
+            "(it still counts the night: run `sunrise refresh --from gold`)"
+        )

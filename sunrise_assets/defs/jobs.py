@@ -1,0 +1,34 @@
+"""Jobs of the code location."""
+
+from dagster import AssetSelection, define_asset_job, in_process_executor
+
+from resources.cloud_run.executor import executor_from_env
+from sunrise_assets.defs.partitions import nights_partitions
+
+LAYERS = ("bronze", "silver", "gold", "warehouse")
+# Assets computed across all nights (unpartitioned) have their own group: a per-night run selects
+# the LAYERS groups, so it can never pick one of them up.
+VALIDATION = "validation"
+
+# Raw bucket -> warehouse for the nights (partitions) of one run.
+nightly_pipeline = define_asset_job(
+    "nightly_pipeline",
+    selection=AssetSelection.groups(*LAYERS),
+    partitions_def=nights_partitions,
+    description="All layers, bronze to warehouse, for the nights of the run (one partition or a range).",
+    # Each step already loops over a batch of nights; a process per step would spend more time
+    # importing than working. Parallelism comes from concurrent runs (dagster.yaml).
+    # SUNRISE_EXECUTOR=cloud_run: each step a Cloud Run execution instead (resources/cloud_run/executor.py).
+    executor_def=executor_from_env(in_process_executor),
+)
+
+# Every night at once: the cross-night validation summary (automation keeps it current; `sunrise
+# ingest` and `sunrise refresh` run this once after their batches).
+validation_job = define_asset_job(
+    "validation_summary_job",
+    selection=AssetSelection.groups(VALIDATION),
+    description=(
+        "The cross-night validation summary: Bland-Altman agreement of sunalgo's scores with the PSG over every night."
+    ),
+    executor_def=executor_from_env(in_process_executor),
+)

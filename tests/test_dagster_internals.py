@@ -1,0 +1,145 @@
+"""Every private Dagster name the platform relies on, checked against the installed Dagster.
+
+All of them are imported in ``sunrise_assets.dagster_internals`` (tests/test_architecture.py
+enforces that). A Dagster upgrade that moves, renames or reshapes one fails here, with a message
+that names it, instead of somewhere inside a run.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import dagster
+import pytest
+
+# The Dagster release the private uses below were read against (dagster's own source).
+VERIFIED_DAGSTER_VERSION = "1.13.27"
+
+
+def _params(func) -> set[str]:
+    return set(inspect.signature(func).parameters)
+
+
+def test_dagster_is_the_verified_release():
+    assert dagster.__version__ == VERIFIED_DAGSTER_VERSION, (
+        f"Dagster {dagster.__version__} is installed; sunrise_assets/dagster_internals was verified against "
+        f"{VERIFIED_DAGSTER_VERSION}. Re-read each private use there against the new source, run this file "
+        "and tests/test_event_log.py, then update VERIFIED_DAGSTER_VERSION."
+    )
+
+
+def test_tag_names_keep_their_values():
+    from sunrise_assets.dagster_internals import names
+
+    assert names.DATA_VERSION_TAG == "dagster/data_version"
+    assert names.ASSET_PARTITION_RANGE_START_TAG == "dagster/asset_partition_range_start"
+    assert names.ASSET_PARTITION_RANGE_END_TAG == "dagster/asset_partition_range_end"
+    assert names.PARTITION_NAME_TAG == "dagster/partition"
+    assert names.BACKFILL_ID_TAG == "dagster/backfill"
+
+
+def test_step_events_internals():
+    from dagster._core.execution.context.compute import OpExecutionContext
+
+    from sunrise_assets.dagster_internals import step_events
+
+    assert "batch_metadata" in _params(step_events.DagsterEvent.from_step), "DagsterEvent.from_step(batch_metadata=)"
+    assert {"id", "is_end"} <= set(step_events.DagsterEventBatchMetadata._fields), "DagsterEventBatchMetadata fields"
+    assert callable(step_events.generate_event_batch_id)
+    assert hasattr(step_events.DagsterEventType, "ASSET_CHECK_EVALUATION")
+    # log_event appends to the step's own event list; the batched evaluations do the same
+    assert "self._events" in inspect.getsource(OpExecutionContext.__init__), "OpExecutionContext._events"
+    assert "self._events.append" in inspect.getsource(OpExecutionContext.log_event), "log_event appends to _events"
+    target = step_events.AssetCheckEvaluationTargetMaterializationData
+    made = target(storage_id=7, run_id="run", timestamp=1.5)  # the keywords check_evaluations passes
+    assert (made.storage_id, made.run_id, made.timestamp) == (7, "run", 1.5)
+    assert "target_materialization_data" in _params(dagster.AssetCheckEvaluation)
+
+
+def test_the_step_context_still_passes_the_instance_as_partition_store():
+    """Why partitions_read_once replaces the instance's two reads for a step: Dagster's execution
+    context passes the instance explicitly, so the public partition_loading_context cannot cache
+    them. When this changes, try the public route and drop the replacement."""
+    from dagster._core.execution.context import system
+
+    assert "partition_loading_context(dynamic_partitions_store=self.instance)" in inspect.getsource(system)
+    assert _params(dagster.DagsterInstance.get_dynamic_partitions) >= {"partitions_def_name"}
+    assert _params(dagster.DagsterInstance.has_dynamic_partition) >= {"partitions_def_name", "partition_key"}
+
+
+def test_partitions_read_once_reads_once_and_restores_the_instance(tmp_path):
+    from sunrise_assets.dagster_internals.step_events import partitions_read_once
+
+    with dagster.DagsterInstance.local_temp(str(tmp_path)) as instance:
+        instance.add_dynamic_partitions("nights", ["a", "b"])
+        calls = []
+        read = type(instance).get_dynamic_partitions
+
+        def counting(self, partitions_def_name):
+            calls.append(partitions_def_name)
+            return read(self, partitions_def_name)
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(type(instance), "get_dynamic_partitions", counting)
+            with partitions_read_once(instance):
+                assert instance.get_dynamic_partitions("nights") == ["a", "b"]
+                assert instance.has_dynamic_partition("nights", "b")
+                assert not instance.has_dynamic_partition("nights", "c")
+                assert instance.get_dynamic_partitions("nights") == ["a", "b"]
+            assert calls == ["nights"]
+            assert "get_dynamic_partitions" not in vars(instance)  # the instance's own methods are back
+            instance.get_dynamic_partitions("nights")
+            assert calls == ["nights", "nights"]
+
+
+def test_sqlite_event_log_internals():
+    from dagster._core.storage.event_log import SqliteEventLogStorage
+
+    from sunrise_assets.dagster_internals import sqlite_event_log
+
+    for method in ("_connect", "run_connection", "index_connection", "store_event", "store_event_batch"):
+        assert callable(getattr(SqliteEventLogStorage, method, None)), f"SqliteEventLogStorage.{method}"
+    assert "self._db_lock" in inspect.getsource(SqliteEventLogStorage), "SqliteEventLogStorage._db_lock"
+    assert sqlite_event_log.INDEX_SHARD_NAME == "index"
+    assert issubclass(sqlite_event_log.BatchedSqliteEventLogStorage, SqliteEventLogStorage)
+
+
+def test_run_execution_internals():
+    from sunrise_assets.dagster_internals import run_execution as rx
+
+    handler_methods = {"name", "launch_step", "check_step_health", "terminate_step"}
+    assert handler_methods <= set(rx.StepHandler.__abstractmethods__) | set(vars(rx.StepHandler)), "StepHandler API"
+    assert {"step_handler", "retries"} <= _params(rx.StepDelegatingExecutor.__init__)
+    assert {"healthy", "unhealthy"} <= set(vars(rx.CheckStepHealthResult)), "CheckStepHealthResult"
+    for status in ("RUNNING", "SUCCESS", "FAILED", "NOT_FOUND", "UNKNOWN"):
+        assert hasattr(rx.WorkerStatus, status), f"WorkerStatus.{status}"
+    assert {"status", "msg"} <= _params(rx.CheckRunHealthResult)
+    assert {"job_origin", "run_id", "instance_ref"} <= _params(rx.ResumeRunArgs)
+    assert callable(rx.RetryMode.from_config)
+    assert callable(rx.get_retries_config) and callable(rx.get_tag_concurrency_limits_config)
+    assert rx.EngineEventData is not None and rx.ConfigurableClassData is not None
+
+
+def test_daemon_internals():
+    from sunrise_assets.dagster_internals import daemon
+
+    assert {
+        "backfill_id",
+        "asset_graph",
+        "partition_names",
+        "asset_selection",
+        "backfill_timestamp",
+        "tags",
+        "dynamic_partitions_store",
+        "all_partitions",
+        "title",
+        "description",
+        "run_config",
+    } <= _params(daemon.PartitionBackfill.from_asset_partitions)
+    assert hasattr(daemon.BulkActionStatus, "REQUESTED")
+    assert callable(daemon.make_new_backfill_id)
+    assert callable(daemon.AssetDaemonCursor.empty)
+    assert {"evaluation_id", "instance", "asset_graph", "cursor", "asset_selection"} <= _params(
+        daemon.AutomationTickEvaluationContext.__init__
+    )
+    assert daemon.WorkspaceProcessContext is not None and daemon.WorkspaceFileTarget is not None
