@@ -16,7 +16,10 @@ OBSTRUCTIVE_APNEA = "obstructive_apnea"
 CENTRAL_APNEA = "central_apnea"
 MIXED_APNEA = "mixed_apnea"
 HYPOPNEA = "hypopnea"
-RESPIRATORY_EVENT_TYPES: tuple[str, ...] = (OBSTRUCTIVE_APNEA, CENTRAL_APNEA, MIXED_APNEA, HYPOPNEA)
+# An apnea whose scoring does not say obstructive, central or mixed (home sleep test devices often
+# score "Apnea" only): it counts in the AHI, but is never guessed to be obstructive.
+UNTYPED_APNEA = "untyped_apnea"
+RESPIRATORY_EVENT_TYPES: tuple[str, ...] = (OBSTRUCTIVE_APNEA, CENTRAL_APNEA, MIXED_APNEA, HYPOPNEA, UNTYPED_APNEA)
 DESATURATION = "desaturation"  # SpO2 desaturation (oxygen desaturation index)
 AROUSAL = "arousal"  # EEG arousal (arousal index)
 OTHER = "other"  # any other scored event, kept with its original label

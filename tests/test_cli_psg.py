@@ -25,7 +25,8 @@ def inspect_json(*args: str) -> dict:
 
 def test_json_report_of_a_noxturnal_export():
     report = inspect_json(str(real_file("noxturnal_rsleep", "noxturnal_events_example_unicode_2.csv")))
-    assert list(report) == ["format", "epochs", "stage_counts", "event_counts", "scores"]
+    assert list(report) == ["format", "epochs", "stage_counts", "event_counts", "skipped", "scores"]
+    assert report["skipped"] == []
     assert report["format"] == "noxturnal-csv" and report["epochs"] == 848
     assert list(report["stage_counts"]) == ["W", "N1", "N2", "N3", "REM", "unscored"]
     assert report["stage_counts"] == {"W": 169, "N1": 38, "N2": 354, "N3": 141, "REM": 146, "unscored": 0}

@@ -32,7 +32,11 @@ def inspect(
     as_json: Annotated[
         bool,
         typer.Option(
-            "--json", help="Print one JSON object with the keys format, epochs, stage_counts, event_counts, scores."
+            "--json",
+            help=(
+                "Print one JSON object with the keys format, epochs, stage_counts, event_counts, skipped (label, "
+                "count and reason of every annotation not kept as an event), scores."
+            ),
         ),
     ] = False,
     stage_coding: Annotated[
@@ -46,7 +50,8 @@ def inspect(
         ),
     ] = None,
 ) -> None:
-    """Print the detected format, epochs, stage counts, event counts by type and the clinical scores."""
+    """Print the detected format, epochs, stage counts, event counts by type, what was skipped and why (deleted
+    events, technician notes, markers with an unusable time), and the clinical scores."""
     from sunrise_assets.cli.console import UserError, out
     from sunrise_assets.domain.psg_readers import PsgFormatError, labels_scores, read_labels
 
@@ -63,6 +68,7 @@ def inspect(
         "epochs": labels.n_epochs,
         "stage_counts": labels.stage_counts(),
         "event_counts": labels.event_counts(),
+        "skipped": labels.skipped(),
         "scores": labels_scores(labels),
     }
     if as_json:
@@ -78,8 +84,9 @@ def inspect(
     )
     out.print("stages: " + "  ".join(f"{k} {v}" for k, v in report["stage_counts"].items()))
     out.print("events: " + "  ".join(f"{k} {v}" for k, v in report["event_counts"].items()))
-    if labels.skipped_annotations:
-        out.print("skipped on purpose: " + ", ".join(f"{k} x{v}" for k, v in labels.skipped_annotations.items()))
+    for row in report["skipped"]:
+        reason = f" ({row['reason']})" if row["reason"] else ""
+        out.print(f"skipped: {row['label']} x{row['count']}{reason}", markup=False, highlight=False)
     table = Table(title="clinical scores (AASM)")
     table.add_column("score")
     table.add_column("value", justify="right")

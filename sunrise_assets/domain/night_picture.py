@@ -16,7 +16,7 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 
-from sunalgo.labels import CENTRAL_APNEA, EPOCH_S, HYPOPNEA, MIXED_APNEA, OBSTRUCTIVE_APNEA, STAGES
+from sunalgo.labels import CENTRAL_APNEA, EPOCH_S, HYPOPNEA, MIXED_APNEA, OBSTRUCTIVE_APNEA, STAGES, UNTYPED_APNEA
 
 WIDTH_PX, HEIGHT_PX = 900, 300
 
@@ -34,8 +34,15 @@ EVENT_COLOURS = {
     MIXED_APNEA: "#9467bd",
     CENTRAL_APNEA: "#1f77b4",
     HYPOPNEA: "#ff7f0e",
+    UNTYPED_APNEA: "#7f7f7f",
 }
-_EVENT_NAMES = {OBSTRUCTIVE_APNEA: "obstructive", MIXED_APNEA: "mixed", CENTRAL_APNEA: "central", HYPOPNEA: "hypopnea"}
+_EVENT_NAMES = {
+    OBSTRUCTIVE_APNEA: "obstructive",
+    MIXED_APNEA: "mixed",
+    CENTRAL_APNEA: "central",
+    HYPOPNEA: "hypopnea",
+    UNTYPED_APNEA: "untyped apnea",
+}
 _REM_COLOUR = "#c2185b"
 _PREDICTED_EVENT_COLOUR = "#d62728"
 

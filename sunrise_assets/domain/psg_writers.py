@@ -5,8 +5,8 @@ scoring in several formats, so the generated bucket must too. Each writer takes 
 
 - ``stages``: int8 per 30-s epoch from the study start (``sunalgo.labels`` codes, -1 unscored);
 - ``events``: a DataFrame with ``onset_s``, ``duration_s`` (s from epoch 0) and ``type``
-  (``obstructive_apnea``, ``central_apnea``, ``mixed_apnea``, ``hypopnea``, ``desaturation``,
-  ``arousal``; ``other`` needs a ``label`` column, written as is), optionally ``nadir`` (SpO2 % of a
+  (``obstructive_apnea``, ``central_apnea``, ``mixed_apnea``, ``hypopnea``, ``untyped_apnea``,
+  ``desaturation``, ``arousal``; ``other`` needs a ``label`` column, written as is), optionally ``nadir`` (SpO2 % of a
   desaturation) and ``baseline`` (SpO2 % before it);
 - ``start``: the PSG start, a naive site-local wall clock (where the format has a clock);
 - ``other_events``: ``(onset_s, duration_s or None, label)`` annotations in the format's own
@@ -53,6 +53,7 @@ from sunalgo.labels import (
     OTHER,
     STAGE_CODE,
     UNSCORED,
+    UNTYPED_APNEA,
 )
 
 OtherEvent = tuple[float, float | None, str]
@@ -63,7 +64,7 @@ CODINGS: tuple[str, ...] = ("rk-5rem", "yasa")
 STAGE_CODING_FILE = "stage_coding.txt"  # sidecar of an integer hypnogram: the name of its coding
 
 _W, _N1, _N2, _N3, _R = (STAGE_CODE[s] for s in ("W", "N1", "N2", "N3", "REM"))
-_SCORED_TYPES = (OBSTRUCTIVE_APNEA, CENTRAL_APNEA, MIXED_APNEA, HYPOPNEA, DESATURATION, AROUSAL)
+_SCORED_TYPES = (OBSTRUCTIVE_APNEA, CENTRAL_APNEA, MIXED_APNEA, HYPOPNEA, UNTYPED_APNEA, DESATURATION, AROUSAL)
 
 
 # ------------------------------------------------------------------------------------ the truth
@@ -175,6 +176,7 @@ _NSRR_EVENT: dict[str, dict[str, str]] = {
         CENTRAL_APNEA: "SDO:CentralApneaFinding",
         MIXED_APNEA: "SDO:MixedApneaFinding",
         HYPOPNEA: "SDO:HypopneaFinding",
+        UNTYPED_APNEA: "SDO:ApneaFinding",
         DESATURATION: "SDO:HemoglobinOxygenDesaturationFinding",
         AROUSAL: "SDO:SleepArousalFinding",
     },
@@ -183,6 +185,7 @@ _NSRR_EVENT: dict[str, dict[str, str]] = {
         CENTRAL_APNEA: "SRO:CentralApnea",
         MIXED_APNEA: "SRO:MixedApnea",
         HYPOPNEA: "SRO:Hypopnea",
+        UNTYPED_APNEA: "SRO:Apnea",
         DESATURATION: "SRO:SpO2Desaturation",
         AROUSAL: "SRO:Arousal",
     },
@@ -191,6 +194,7 @@ _NSRR_EVENT: dict[str, dict[str, str]] = {
         CENTRAL_APNEA: "Central apnea|Central Apnea",
         MIXED_APNEA: "Mixed apnea|Mixed Apnea",
         HYPOPNEA: "Hypopnea|Hypopnea",
+        UNTYPED_APNEA: "Apnea|Apnea",
         DESATURATION: "SpO2 desaturation|SpO2 desaturation",
         AROUSAL: "Arousal|Arousal ()",
     },
@@ -287,6 +291,7 @@ _PROFUSION_EVENT = {
     CENTRAL_APNEA: "Central Apnea",
     MIXED_APNEA: "Mixed Apnea",
     HYPOPNEA: "Hypopnea",
+    UNTYPED_APNEA: "Apnea",
     DESATURATION: "SpO2 desaturation",
     AROUSAL: "Arousal ()",
 }
@@ -382,6 +387,7 @@ _NOX_EVENT = {
         CENTRAL_APNEA: "A. Centrale",
         MIXED_APNEA: "A. Mixte",
         HYPOPNEA: "Hypopnée",
+        UNTYPED_APNEA: "Apnée",
         DESATURATION: "Désat",
         AROUSAL: "Micro-éveil",
     },
@@ -390,6 +396,7 @@ _NOX_EVENT = {
         CENTRAL_APNEA: "Central Apnea",
         MIXED_APNEA: "Mixed Apnea",
         HYPOPNEA: "Hypopnea",
+        UNTYPED_APNEA: "Apnea",
         DESATURATION: "Desaturation",
         AROUSAL: "Arousal",
     },

@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 from resources.bucket import BucketResource
-from sunalgo.labels import CENTRAL_APNEA, EPOCH_S, HYPOPNEA, MIXED_APNEA, OBSTRUCTIVE_APNEA, STAGES
+from sunalgo.labels import CENTRAL_APNEA, EPOCH_S, HYPOPNEA, MIXED_APNEA, OBSTRUCTIVE_APNEA, STAGES, UNTYPED_APNEA
 from sunalgo.recording import PatientInfo, encode_recording
 from sunrise_assets.domain import psg_writers
 from sunrise_assets.domain.psg_readers import FORMATS
@@ -122,6 +122,7 @@ _EVENT_LABEL = {
     CENTRAL_APNEA: "Central Apnea",
     MIXED_APNEA: "Mixed Apnea",
     HYPOPNEA: "Hypopnea",
+    UNTYPED_APNEA: "Apnea",
 }
 # Sleep-EDF spelling, indexed by stage code (REM is "R").
 _STAGE_LABEL = tuple(f"Sleep stage {'R' if s == 'REM' else s}" for s in STAGES)

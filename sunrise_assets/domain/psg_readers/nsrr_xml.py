@@ -19,9 +19,22 @@ recording given by the ``Recording Start Time`` event (its ``Duration``), epochs
 unscored. A stage-like concept we do not know is an error. ``Recording Start Time`` gives the start
 (``ClockTime`` ``dd.mm.yy HH.MM.SS``; an anonymised date such as ``00.00.00`` gives no absolute start).
 
-Skipped on purpose, and counted in ``skipped_annotations``: events whose concept or type starts with
-"Deleted" (scoring software records a deleted automatic event that way, e.g. ARES "Deleted Hypopnea
-4% A"), and the ``Recording Start Time`` event itself (it is the recording, not an event).
+Skipped, and counted by label in ``skipped_annotations`` with the reason in ``skip_reasons`` (what
+``sunrise psg inspect`` shows):
+
+- events whose concept or type starts with "Deleted" (scoring software records a deleted automatic
+  event that way, e.g. ARES "Deleted Hypopnea 4% A");
+- technician notes (EventType or concept ``Technician Notes``, ``Notes``, ``Comment``...): free text that
+  may name the patient, counted under "technician note", never under their text;
+- the ``Recording Start Time`` event itself (it is the recording, not an event);
+- a marker whose ``Start``, ``Duration`` (missing is fine, negative is not) or ``SpO2Nadir`` is no
+  usable number, such as ARES's ``Unknown Event 4|Unknown Event 4`` with ``Invalid Duration``. A
+  sleep stage or a respiratory event (apnea, hypopnea) with an unusable time is an error naming the
+  event instead: the night's scores are computed from those.
+
+Vendor concept names of apneas and hypopneas (``Hypopnea 4% A``, ``Hypopnea-55-2-0``, ``Apnea-3506-2-0``,
+``Apnea|Apnea``) are typed by ``psg_labels.VENDOR_EVENT_CONCEPTS`` (docs/PSG_FORMATS.md); any other
+event is kept as ``other`` with its label.
 """
 
 from __future__ import annotations
@@ -32,11 +45,12 @@ from datetime import date, datetime, time
 
 import numpy as np
 
-from sunalgo.labels import OTHER, STAGE_CODE, UNSCORED
+from sunalgo.labels import OTHER, RESPIRATORY_EVENT_TYPES, STAGE_CODE, UNSCORED
 from sunrise_assets.domain.psg_readers import xml_common
 from sunrise_assets.domain.psg_readers.psg_labels import (
     PsgFormatError,
     PsgLabels,
+    event_type,
     expand_runs,
     fold,
     make_events,
@@ -75,6 +89,12 @@ _STAGE_LIKE = re.compile(
 )
 _STAGE_TYPES = frozenset({"stages", "stage", "staging", "sleep stages", "sleep staging"})
 RECORDING_START = "recording start time"
+TECHNICIAN_NOTE = "technician note"
+# EventType (or concept name) of a technician's free-text note, folded.
+_NOTE_TYPES = frozenset(
+    {"technician note", "technician notes", "technician comment", "technician comments", "tech note", "tech notes"}
+    | {"note", "notes", "comment", "comments", "user note", "user notes", "annotation note"}
+)
 
 
 def read_nsrr_xml(data: bytes, *, source: str = "", start: datetime | None = None) -> PsgLabels:
@@ -83,9 +103,15 @@ def read_nsrr_xml(data: bytes, *, source: str = "", start: datetime | None = Non
 
     clock, recording_s = None, None
     skipped: Counter[str] = Counter()
+    reasons: dict[str, str] = {}
     st_on, st_dur, st_code, unknown, misaligned = [], [], [], set(), []
     ev_on, ev_dur, ev_label, ev_nadir = [], [], [], []
-    for _i, element in enumerate(root.iter()):
+
+    def skip(label: str, reason: str) -> None:
+        skipped[label] += 1
+        reasons.setdefault(label, reason)
+
+    for element in root.iter():
         if xml_common.local(element.tag) != "ScoredEvent":
             continue
         f = xml_common.child_texts(element)
@@ -95,18 +121,33 @@ def read_nsrr_xml(data: bytes, *, source: str = "", start: datetime | None = Non
         if fold(concept) == RECORDING_START:
             clock = f.get("ClockTime")
             recording_s = xml_common.number(f.get("Duration"), name, f"{where} Duration", required=False)
-            skipped[concept] += 1
+            skip(concept, "the recording's start and length, not an event")
             continue
         if fold(concept).startswith("deleted") or fold(etype).startswith("deleted"):
-            skipped[concept] += 1
+            skip(concept, "deleted in the scoring software")
             continue
-        onset = xml_common.number(f.get("Start"), name, f"{where} Start")
-        duration = xml_common.number(f.get("Duration"), name, f"{where} Duration", required=False)
+        if _is_note(concept, etype):
+            skip(TECHNICIAN_NOTE, "free text (may name the patient), never kept")
+            continue
         code, stage_like = _stage(concept, etype)
+        if stage_like and code is None:
+            unknown.add(concept)
+            continue
+        try:
+            onset = xml_common.value(f.get("Start"), "Start")
+            duration = xml_common.value(f.get("Duration"), "Duration", required=False)
+            if duration < 0:
+                raise ValueError(f"Duration {f.get('Duration')!r} is negative")
+            nadir = xml_common.value(f.get("SpO2Nadir"), "SpO2Nadir", required=False)
+        except ValueError as exc:
+            # A marker no score uses (signal quality, movement, an unknown device event) with an unusable
+            # time is skipped and counted; a stage or a respiratory event is what the night is scored
+            # from, so the file is refused, naming the event.
+            if stage_like or event_type(concept) in RESPIRATORY_EVENT_TYPES:
+                raise PsgFormatError(f"{name}: {where} {exc}") from None
+            skip(concept, f"unusable time: {exc}")
+            continue
         if stage_like:
-            if code is None:
-                unknown.add(concept)
-                continue
             dur = epoch_s if np.isnan(duration) else duration
             if not (_on_grid(onset, epoch_s) and _on_grid(dur, epoch_s)):
                 misaligned.append(f"{concept} at {onset:g} s for {dur:g} s")
@@ -117,7 +158,7 @@ def read_nsrr_xml(data: bytes, *, source: str = "", start: datetime | None = Non
         ev_on.append(onset)
         ev_dur.append(duration)
         ev_label.append(concept)
-        ev_nadir.append(xml_common.number(f.get("SpO2Nadir"), name, f"{where} SpO2Nadir", required=False))
+        ev_nadir.append(nadir)
     if unknown:
         raise PsgFormatError(f"{name}: unknown sleep stage concept(s): {', '.join(sorted(unknown))}")
     if misaligned:
@@ -144,6 +185,7 @@ def read_nsrr_xml(data: bytes, *, source: str = "", start: datetime | None = Non
         format=FORMAT,
         recording_s=recording_s if recording_s and np.isfinite(recording_s) else None,
         skipped_annotations=dict(skipped),
+        skip_reasons=reasons,
     )
 
 
@@ -162,6 +204,15 @@ def _stage(concept: str, etype: str) -> tuple[int | None, bool]:
         # A bare stage name ("Wake", "REM sleep", "Stage 2 sleep") without an EventType is a stage too.
         return stage_code(name), True
     return None, False
+
+
+def _is_note(concept: str, etype: str) -> bool:
+    """A technician's note: its EventType, or the name before a "|" of its concept, says so."""
+    return (
+        fold(etype.partition("|")[0]) in _NOTE_TYPES
+        or fold(concept.partition("|")[0]) in _NOTE_TYPES
+        or fold(concept).startswith(("technician note", "tech note"))
+    )
 
 
 def _on_grid(seconds: float, epoch_s: float) -> bool:

@@ -35,6 +35,7 @@ from sunalgo.labels import (
     STAGE_CODE,
     STAGES,
     UNSCORED,
+    UNTYPED_APNEA,
 )
 
 EVENT_COLUMNS: tuple[str, ...] = ("onset_s", "duration_s", "type", "label", "nadir")
@@ -54,7 +55,11 @@ class PsgLabels:
     other_annotations: list[str] = field(default_factory=list)  # texts of the "other" events: may hold PHI
     format: str = "edf+"
     recording_s: float | None = None  # recording length the file states (home sleep tests: AHI basis)
-    skipped_annotations: dict[str, int] = field(default_factory=dict)  # label -> count, skipped on purpose
+    # label -> count of annotations the reader did not keep as events, and label -> why (deleted in the
+    # scoring software, a technician note, an onset or duration that cannot be used...). A technician
+    # note is counted under "technician note", never under its text.
+    skipped_annotations: dict[str, int] = field(default_factory=dict)
+    skip_reasons: dict[str, str] = field(default_factory=dict)
 
     @property
     def n_epochs(self) -> int:
@@ -68,6 +73,14 @@ class PsgLabels:
         """Epochs per stage, keys ``W N1 N2 N3 REM unscored``."""
         counts = np.bincount(self.stages.astype(np.int64) + 1, minlength=len(STAGES) + 1)
         return {**{name: int(counts[code + 1]) for code, name in enumerate(STAGES)}, "unscored": int(counts[0])}
+
+    def skipped(self) -> list[dict[str, str | int]]:
+        """What the reader skipped: ``{"label", "count", "reason"}`` per label, most frequent first."""
+        rows = [
+            {"label": label, "count": int(n), "reason": self.skip_reasons.get(label, "")}
+            for label, n in self.skipped_annotations.items()
+        ]
+        return sorted(rows, key=lambda r: -int(r["count"]))
 
     def event_counts(self) -> dict[str, int]:
         """Events per normalised type (every type listed, zeros included)."""
@@ -194,14 +207,40 @@ def stage_code(text: str) -> int | None:
     return _STAGE_WORDS.get(t)
 
 
+# Vendor concept names of apneas and hypopneas, checked before the generic rules of event_type(), on
+# the folded name (the part before a "|" of an NSRR ``Name|Name`` concept). Documented in
+# docs/PSG_FORMATS.md, where each row gives the device and an example; keep both in step.
+VENDOR_EVENT_CONCEPTS: tuple[tuple[str, str, str], ...] = (
+    # (folded full-match pattern, canonical type, example)
+    (r"hypopnea \d+% ?a?", HYPOPNEA, "Hypopnea 4% A"),  # ARES: hypopnea at the 4 % desaturation rule, (A)uto
+    (r"hypopnea \d+ \d+ \d+", HYPOPNEA, "Hypopnea-55-2-0"),  # ARES: hypopnea with the device's event code
+    (r"apnea a? ?\d+ \d+ \d+", UNTYPED_APNEA, "Apnea-3506-2-0"),  # ARES: apnea, type not scored ("Apnea A-7100-0-0")
+    (r"apnea", UNTYPED_APNEA, "Apnea|Apnea"),  # NSRR Type|Concept pair of an untyped apnea
+    (r"(sdo|sro) apnea( finding)?", UNTYPED_APNEA, "SDO:ApneaFinding"),
+)
+
+
+def vendor_event_type(text: str) -> str | None:
+    """Canonical type of a vendor concept name listed in :data:`VENDOR_EVENT_CONCEPTS`, else None."""
+    key = fold(str(text).partition("|")[0])
+    for pattern, kind, _example in VENDOR_EVENT_CONCEPTS:
+        if re.fullmatch(pattern, key):
+            return kind
+    return None
+
+
 def event_type(text: str) -> str:
-    """Normalised type of an event label, in English, French or an ontology spelling.
+    """Normalised type of an event label, in English, French, an ontology spelling or a vendor concept
+    name (:data:`VENDOR_EVENT_CONCEPTS`).
 
     Order matters: RERA (respiratory-effort-related arousal) is a respiratory event of its own, kept as
     "other"; an arousal "resulting from apnea/desaturation" is an arousal; hypopneas of any kind
-    (obstructive, central, mixed) are hypopneas; an apnea must state obstructive/central/mixed (an
-    untyped "Apnea" is kept as "other", never guessed).
+    (obstructive, central, mixed) are hypopneas; an apnea that does not state obstructive/central/mixed
+    is an untyped apnea (counted in the AHI, never guessed to be obstructive).
     """
+    vendor = vendor_event_type(text)
+    if vendor is not None:
+        return vendor
     t = fold(text)
     words = set(t.split())
     if "rera" in words or "effort related arousal" in t or "event related arousal" in t:
@@ -218,7 +257,7 @@ def event_type(text: str) -> str:
             return CENTRAL_APNEA
         if "mixed" in words or "mixte" in words or "mixed" in t:
             return MIXED_APNEA
-        return OTHER
+        return UNTYPED_APNEA
     if "desat" in t or "oxygen desaturation" in t:
         return DESATURATION
     return OTHER

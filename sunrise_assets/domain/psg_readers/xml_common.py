@@ -65,14 +65,23 @@ def child_texts(element: ET.Element) -> dict[str, str]:
 
 
 def number(text: str | None, name: str, what: str, *, required: bool = True) -> float:
+    try:
+        return value(text, what, required=required)
+    except ValueError as exc:
+        raise PsgFormatError(f"{name}: {exc}") from None
+
+
+def value(text: str | None, what: str, *, required: bool = True) -> float:
+    """The finite number ``text`` holds (NaN when absent and not ``required``), else ValueError saying
+    what is wrong with ``what`` ("Duration 'Invalid Duration' is not a number")."""
     if text is None or text == "":
         if required:
-            raise PsgFormatError(f"{name}: {what} is missing")
+            raise ValueError(f"{what} is missing")
         return float("nan")
     try:
-        value = float(text)
+        number_ = float(text)
     except ValueError:
-        raise PsgFormatError(f"{name}: {what} {text!r} is not a number") from None
-    if not math.isfinite(value):  # "nan", "inf" parse as floats but are no time or duration
-        raise PsgFormatError(f"{name}: {what} {text!r} is not a finite number")
-    return value
+        raise ValueError(f"{what} {text!r} is not a number") from None
+    if not math.isfinite(number_):  # "nan", "inf" parse as floats but are no time or duration
+        raise ValueError(f"{what} {text!r} is not a finite number")
+    return number_
