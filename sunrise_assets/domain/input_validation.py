@@ -139,6 +139,7 @@ CANONICAL_EVENT_LABEL = {
     "central_apnea": "Central Apnea",
     "mixed_apnea": "Mixed Apnea",
     "hypopnea": "Hypopnea",
+    "untyped_apnea": "Apnea",
     "other": "Apnea",
 }
 
