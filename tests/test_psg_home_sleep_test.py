@@ -244,3 +244,24 @@ def test_psg_inspect_json_shows_what_was_skipped_and_why(tmp_path):
     )
     assert "Jane" not in human.stdout
     assert np.isfinite(report["scores"]["odi"])
+
+
+def test_profusion_export_skips_unusable_markers_and_deleted_events_too():
+    data = real_file("nsrr_xml", "compumedics_profusion", "100022.xml").read_bytes()
+    base = read_labels(data)
+    text = data.decode("latin-1")
+    extra = (
+        "<ScoredEvent><Name>Unknown Event 4</Name><Start>3000</Start>"
+        "<Duration>Invalid Duration</Duration></ScoredEvent>"
+        * 3
+        + "<ScoredEvent><Name>Deleted Hypopnea 4% A</Name><Start>3100</Start><Duration>12</Duration></ScoredEvent>"
+    )
+    labels = read_labels(text.replace("<ScoredEvents>", "<ScoredEvents>" + extra, 1).encode("latin-1"))
+    assert labels.event_counts() == base.event_counts() and np.array_equal(labels.stages, base.stages)
+    assert labels.skipped_annotations == {"Unknown Event 4": 3, "Deleted Hypopnea 4% A": 1}
+    # The first real hypopnea given an unusable duration: the file is refused, naming it.
+    bad = re.sub(
+        r"(<Name>Hypopnea</Name>\s*<Start>[^<]*</Start>\s*<Duration>)[^<]*", r"\g<1>Invalid Duration", text, count=1
+    )
+    with pytest.raises(PsgFormatError, match=r"^p\.xml: ScoredEvent 'Hypopnea' Duration 'Invalid Duration' is not a"):
+        read_labels(bad.encode("latin-1"), source="p.xml")

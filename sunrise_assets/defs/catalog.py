@@ -150,7 +150,7 @@ def _schemas() -> dict[str, TableSchema]:
                 _col(
                     "type",
                     "string",
-                    "normalised type: obstructive/central/mixed apnea, hypopnea, desaturation, arousal",
+                    "normalised type: obstructive/central/mixed apnea, hypopnea, untyped apnea, desaturation, arousal",
                     nullable=False,
                 ),
                 _col("nadir", "float64", "SpO2 nadir (%) of a desaturation, where the export gives it; null otherwise"),

@@ -82,8 +82,8 @@ def silver_signals(context: AssetExecutionContext, bucket: BucketResource):
             "psg_respiratory_events",
             description=(
                 "PSG scored events: onset and duration in seconds from the PSG start and the normalised type "
-                "(obstructive/central/mixed apnea, hypopnea, desaturation with its SpO2 nadir, arousal), whatever "
-                "format the lab exported."
+                "(obstructive/central/mixed/untyped apnea, hypopnea, desaturation with its SpO2 nadir, arousal), "
+                "whatever format the lab exported."
             ),
             kinds={"parquet"},
             deps=["bronze_psg"],

@@ -40,17 +40,16 @@ event is kept as ``other`` with its label.
 from __future__ import annotations
 
 import re
-from collections import Counter
 from datetime import date, datetime, time
 
 import numpy as np
 
-from sunalgo.labels import OTHER, RESPIRATORY_EVENT_TYPES, STAGE_CODE, UNSCORED
+from sunalgo.labels import OTHER, STAGE_CODE, UNSCORED
 from sunrise_assets.domain.psg_readers import xml_common
 from sunrise_assets.domain.psg_readers.psg_labels import (
     PsgFormatError,
     PsgLabels,
-    event_type,
+    SkippedAnnotations,
     expand_runs,
     fold,
     make_events,
@@ -102,14 +101,10 @@ def read_nsrr_xml(data: bytes, *, source: str = "", start: datetime | None = Non
     root, epoch_s = xml_common.study_document(data, name, ROOT, default_epoch_s="30")
 
     clock, recording_s = None, None
-    skipped: Counter[str] = Counter()
-    reasons: dict[str, str] = {}
+    skipped = SkippedAnnotations()
+    skip = skipped.add
     st_on, st_dur, st_code, unknown, misaligned = [], [], [], set(), []
     ev_on, ev_dur, ev_label, ev_nadir = [], [], [], []
-
-    def skip(label: str, reason: str) -> None:
-        skipped[label] += 1
-        reasons.setdefault(label, reason)
 
     for element in root.iter():
         if xml_common.local(element.tag) != "ScoredEvent":
@@ -140,12 +135,9 @@ def read_nsrr_xml(data: bytes, *, source: str = "", start: datetime | None = Non
                 raise ValueError(f"Duration {f.get('Duration')!r} is negative")
             nadir = xml_common.value(f.get("SpO2Nadir"), "SpO2Nadir", required=False)
         except ValueError as exc:
-            # A marker no score uses (signal quality, movement, an unknown device event) with an unusable
-            # time is skipped and counted; a stage or a respiratory event is what the night is scored
-            # from, so the file is refused, naming the event.
-            if stage_like or event_type(concept) in RESPIRATORY_EVENT_TYPES:
-                raise PsgFormatError(f"{name}: {where} {exc}") from None
-            skip(concept, f"unusable time: {exc}")
+            # A marker no score uses (signal quality, movement, an unknown device event): skipped and
+            # counted; a stage or a respiratory event: the file is refused, naming the event.
+            skipped.unusable_time(name, where, concept, exc, stage=stage_like)
             continue
         if stage_like:
             dur = epoch_s if np.isnan(duration) else duration
@@ -184,8 +176,8 @@ def read_nsrr_xml(data: bytes, *, source: str = "", start: datetime | None = Non
         other_annotations=other_texts(events),
         format=FORMAT,
         recording_s=recording_s if recording_s and np.isfinite(recording_s) else None,
-        skipped_annotations=dict(skipped),
-        skip_reasons=reasons,
+        skipped_annotations=skipped.counts,
+        skip_reasons=skipped.reasons,
     )
 
 

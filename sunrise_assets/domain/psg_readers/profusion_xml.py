@@ -9,6 +9,10 @@ Stage codes (Compumedics, as in the NSRR Compumedics mapping): 0 W, 1 N1, 2 N2, 
 4), 5 REM, 6 movement, 9 unscored, 10 artefact (the last three unscored). Any other code is an error.
 yasa's ``Hypnogram.from_profusion`` maps 9 to wake instead; we follow the NSRR mapping.
 The file carries no clock time: ``start`` is the caller's (None if not given).
+
+As in the NSRR reader, a ``Deleted ...`` event is skipped, and so is a marker whose ``Start``,
+``Duration`` or ``LowestSpO2`` is no usable number (counted in ``skipped_annotations`` with the reason);
+a respiratory event with an unusable time is an error naming it.
 """
 
 from __future__ import annotations
@@ -19,7 +23,14 @@ import numpy as np
 
 from sunalgo.labels import OTHER, STAGE_CODE, UNSCORED
 from sunrise_assets.domain.psg_readers import xml_common
-from sunrise_assets.domain.psg_readers.psg_labels import PsgFormatError, PsgLabels, make_events, other_texts
+from sunrise_assets.domain.psg_readers.psg_labels import (
+    PsgFormatError,
+    PsgLabels,
+    SkippedAnnotations,
+    fold,
+    make_events,
+    other_texts,
+)
 
 FORMAT = "profusion-xml"
 ROOT = "CMPStudyConfig"
@@ -56,6 +67,7 @@ def read_profusion_xml(data: bytes, *, source: str = "", start: datetime | None 
     stages = np.array([lookup[r] for r in raw], dtype=np.int8)
 
     on, dur, label, nadir = [], [], [], []
+    skipped = SkippedAnnotations()
     for block in _children(root, "ScoredEvents"):
         for element in block:
             if xml_common.local(element.tag) != "ScoredEvent":
@@ -64,12 +76,22 @@ def read_profusion_xml(data: bytes, *, source: str = "", start: datetime | None 
             event = f.get("Name", "")
             if not event:
                 raise PsgFormatError(f"{name}: a ScoredEvent has no Name")
-            on.append(xml_common.number(f.get("Start"), name, f"ScoredEvent {event!r} Start"))
-            dur.append(xml_common.number(f.get("Duration"), name, f"ScoredEvent {event!r} Duration", required=False))
+            if fold(event).startswith("deleted"):
+                skipped.add(event, "deleted in the scoring software")
+                continue
+            try:
+                onset = xml_common.value(f.get("Start"), "Start")
+                duration = xml_common.value(f.get("Duration"), "Duration", required=False)
+                if duration < 0:
+                    raise ValueError(f"Duration {f.get('Duration')!r} is negative")
+                lowest = xml_common.value(f.get("LowestSpO2"), "LowestSpO2", required=False)
+            except ValueError as exc:
+                skipped.unusable_time(name, f"ScoredEvent {event!r}", event, exc)
+                continue
+            on.append(onset)
+            dur.append(duration)
             label.append(event)
-            nadir.append(
-                xml_common.number(f.get("LowestSpO2"), name, f"ScoredEvent {event!r} LowestSpO2", required=False)
-            )
+            nadir.append(lowest)
     events = make_events(on, dur, label, nadir)
     if stages.size == 0 and not (events["type"] != OTHER).any():
         raise PsgFormatError(f"{name}: no SleepStages and no scored respiratory, desaturation or arousal events")
@@ -81,6 +103,8 @@ def read_profusion_xml(data: bytes, *, source: str = "", start: datetime | None 
         other_annotations=other_texts(events),
         format=FORMAT,
         recording_s=stages.size * float(epoch_s) or None,
+        skipped_annotations=skipped.counts,
+        skip_reasons=skipped.reasons,
     )
 
 

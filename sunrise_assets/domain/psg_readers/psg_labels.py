@@ -32,6 +32,7 @@ from sunalgo.labels import (
     MIXED_APNEA,
     OBSTRUCTIVE_APNEA,
     OTHER,
+    RESPIRATORY_EVENT_TYPES,
     STAGE_CODE,
     STAGES,
     UNSCORED,
@@ -86,6 +87,26 @@ class PsgLabels:
         """Events per normalised type (every type listed, zeros included)."""
         counts = self.events["type"].value_counts()
         return {kind: int(counts.get(kind, 0)) for kind in EVENT_TYPES}
+
+
+@dataclass
+class SkippedAnnotations:
+    """What a reader skips, counted by label with the first reason (see ``PsgLabels.skipped_annotations``)."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)
+
+    def add(self, label: str, reason: str) -> None:
+        self.counts[label] = self.counts.get(label, 0) + 1
+        self.reasons.setdefault(label, reason)
+
+    def unusable_time(self, name: str, where: str, label: str, problem: Exception, *, stage: bool = False) -> None:
+        """An event whose onset, duration or nadir cannot be used: a marker no score uses is skipped and
+        counted; a sleep stage or a respiratory event is what the night is scored from, so the file is
+        refused with an error naming the event (``{name}: {where} {problem}``)."""
+        if stage or event_type(label) in RESPIRATORY_EVENT_TYPES:
+            raise PsgFormatError(f"{name}: {where} {problem}")
+        self.add(label, f"unusable time: {problem}")
 
 
 def make_events(
