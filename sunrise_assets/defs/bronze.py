@@ -158,7 +158,9 @@ BRONZE_SPECS = [
 
 # Bump when anonymisation changes what bronze holds: every night is re-anonymised once.
 # 4: the PSG annotations are rewritten in one pass (same annotations, new EDF byte layout).
-BRONZE_CODE_VERSION = "4"
+# 5: an apnea without a stated type is kept as untyped_apnea (it was dropped as "other"); NSRR/Profusion
+#    markers with an unusable time are skipped instead of refusing the night.
+BRONZE_CODE_VERSION = "5"
 
 
 @multi_asset(
