@@ -256,7 +256,8 @@ def scores(workdir: WorkdirOpt = None, limit: Annotated[int, typer.Option(help="
 
 
 def locate(
-    night: Annotated[str, typer.Argument(help="Night key, e.g. sub-3f9a1c2e07b45d61_ses-20240117.")], bucket: BucketOpt = None
+    night: Annotated[str, typer.Argument(help="Night key, e.g. sub-3f9a1c2e07b45d61_ses-20240117.")],
+    bucket: BucketOpt = None,
 ) -> None:
     """Show the raw files behind a night (raw layer, identifiable: authorised staff only)."""
     from sunrise_assets.domain.raw_nights import load_source
