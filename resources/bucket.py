@@ -9,6 +9,13 @@ One resource, one place that knows the storage system, two backends chosen by th
 
 Paths are bucket-relative and '/'-separated. Writes are atomic on both: a reader sees the old object
 or the new one, never half of one (temp file + rename locally; a GCS upload is atomic by itself).
+A local temp file left by a killed writer (``.tmp-<name>~<host>~<pid>~<random>``) is never listed or
+read; the next write of the same object removes it once its writer is gone, and
+``remove_leftovers`` (run by every ingest) sweeps the whole bucket.
+
+The raw zone (``raw/`` and ``raw_index/``, PHI) can live elsewhere: with ``raw_url`` set, every path
+under those two prefixes goes to that location (a second directory or gs:// bucket, with its own
+IAM), everything else to ``url``. Callers keep using one resource and the same relative paths.
 On GCS every write carries a generation precondition (``if_generation_match``: 0 to create, the
 generation it replaces otherwise), so a concurrent or retried writer never clobbers silently: an
 identical re-write is a no-op, a different object written meanwhile raises ``ConcurrentWriteError``.
@@ -18,8 +25,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import heapq
 import os
-import tempfile
+import secrets
+import socket
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
@@ -33,6 +43,12 @@ if TYPE_CHECKING:  # google-cloud-storage is imported only when a gs:// bucket i
     from google.cloud.storage import Blob, Bucket, Client
 
 GCS_SCHEME = "gs://"
+# The PHI zone: raw files as sites deliver them, and the index of which raw files make each night.
+RAW_ZONE_PREFIXES = ("raw", "raw_index")
+TEMP_PREFIX = ".tmp-"
+# A temp file whose writer cannot be checked (another host) is removed once this old: a write of
+# one object takes seconds, so an hour-old temp file belongs to a writer that died.
+TEMP_GRACE_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -70,7 +86,50 @@ def _check_relative(path: str) -> str:
     rel = path.strip("/")
     if not rel or rel.startswith("..") or "/../" in f"/{rel}/" or "/./" in f"/{rel}/" or "//" in rel:
         raise ValueError(f"invalid bucket path {path!r}")
+    if any(part.startswith(TEMP_PREFIX) for part in rel.split("/")):
+        raise ValueError(f"invalid bucket path {path!r}: a writer's temp file is never data")
     return rel
+
+
+def in_raw_zone(path: str) -> bool:
+    """Whether ``path`` (or the folder ``path``) is under raw/ or raw_index/."""
+    return path.strip("/").split("/", 1)[0] in RAW_ZONE_PREFIXES
+
+
+# -- local temp files: named after their target and their writer, so leftovers can be told apart --
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _temp_name(target: str) -> str:
+    return f"{TEMP_PREFIX}{target}~{_HOST}~{os.getpid()}~{secrets.token_hex(4)}"
+
+
+def _writer_gone(name: str, now: float, mtime: float) -> bool:
+    """A temp file is a leftover when its writer (this host, that pid) is dead, or, when the writer
+    cannot be checked (another host, an older naming), when it is older than TEMP_GRACE_S."""
+    parts = name[len(TEMP_PREFIX) :].rsplit("~", 3)
+    if len(parts) == 4 and parts[1] == _HOST and parts[2].isdigit():
+        pid = int(parts[2])
+        if pid == os.getpid():
+            return False  # this process's own write in progress (another thread)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False  # alive, someone else's
+        return False
+    return now - mtime > TEMP_GRACE_S
+
+
+def _remove_leftover(path: Path, now: float) -> bool:
+    try:
+        if _writer_gone(path.name, now, path.stat().st_mtime):
+            path.unlink()
+            return True
+    except FileNotFoundError:  # its writer finished (renamed it) or another sweep removed it
+        pass
+    return False
 
 
 def _gcs_client(project: str | None) -> Client:
@@ -94,16 +153,31 @@ class BucketResource(ConfigurableResource):
     """A bucket of objects addressed by relative paths; a local directory or ``gs://bucket/prefix``."""
 
     url: str = Field(description="The bucket: a local directory (e.g. ./work/bucket) or gs://bucket-name[/prefix]")
+    raw_url: str | None = Field(
+        default=None,
+        description=(
+            "Where raw/ and raw_index/ (PHI) live, when not in `url`: a local directory or gs://bucket[/prefix] "
+            "with its own IAM. None: one bucket for every layer (the embedded default)."
+        ),
+    )
     project: str | None = Field(default=None, description="GCP project of the GCS client (default: the environment's)")
     list_page_size: int = Field(default=1000, description="Objects per page when listing a GCS prefix")
 
     # -- backend ----------------------------------------------------------------------------
+    def _zone(self, path: str) -> BucketResource:
+        """The backend holding ``path``: the raw zone's for raw/ and raw_index/ when it is separate."""
+        if self.raw_url and in_raw_zone(path):
+            return _raw_zone(self.raw_url, self.project, self.list_page_size)
+        return self
+
     @property
     def is_gcs(self) -> bool:
         return self.url.startswith(GCS_SCHEME)
 
     def is_available(self) -> bool:
-        """The local directory exists, or the GCS bucket can be reached."""
+        """The local directory exists, or the GCS bucket can be reached (the raw zone's too, when separate)."""
+        if self.raw_url and not self._zone("raw").is_available():
+            return False
         if self.is_gcs:
             return self._gcs_bucket().exists()
         return self.root.is_dir()
@@ -140,6 +214,9 @@ class BucketResource(ConfigurableResource):
 
     def describe(self, path: str) -> str:
         """Where ``path`` lives, for messages (``gs://bucket/prefix/path`` or the local file)."""
+        zone = self._zone(path)
+        if zone is not self:
+            return zone.describe(path)
         return f"{self.url.rstrip('/')}/{path.strip('/')}" if self.is_gcs else str(self._local(path))
 
     # -- listing ----------------------------------------------------------------------------
@@ -147,8 +224,23 @@ class BucketResource(ConfigurableResource):
         """Objects under the folder ``prefix`` in lexicographic path order (writers' temp files excluded),
         only those after ``start_after`` when given: the same order on both backends, so a cursor works.
 
-        On GCS the listing is paginated (``list_page_size`` objects per request) and lazy.
+        On GCS the listing is paginated (``list_page_size`` objects per request) and lazy. With a
+        separate raw zone, a listing of raw/ or raw_index/ reads that zone; of the whole bucket, both.
         """
+        if self.raw_url and not prefix.strip("/"):
+            yield from heapq.merge(
+                self._zone("raw")._list_own("", start_after),
+                (o for o in self._list_own("", start_after) if not in_raw_zone(o.path)),
+                key=lambda o: o.path,
+            )
+            return
+        zone = self._zone(prefix) if prefix.strip("/") else self
+        if zone is not self:
+            yield from zone.list(prefix, start_after=start_after)
+            return
+        yield from self._list_own(prefix, start_after)
+
+    def _list_own(self, prefix: str, start_after: str) -> Iterator[ObjectInfo]:
         if self.is_gcs:
             yield from self._gcs_list(prefix, start_after)
             return
@@ -158,7 +250,9 @@ class BucketResource(ConfigurableResource):
         paths = []
         for dirpath, _dirnames, filenames in os.walk(base):
             paths += [
-                (Path(dirpath) / n).relative_to(self.root).as_posix() for n in filenames if not n.startswith(".tmp-")
+                (Path(dirpath) / n).relative_to(self.root).as_posix()
+                for n in filenames
+                if not n.startswith(TEMP_PREFIX)
             ]
         for rel in sorted(paths):
             if rel <= start_after:
@@ -194,12 +288,18 @@ class BucketResource(ConfigurableResource):
 
     # -- reading ----------------------------------------------------------------------------
     def exists(self, path: str) -> bool:
+        zone = self._zone(path)
+        if zone is not self:
+            return zone.exists(path)
         if self.is_gcs:
             return self._gcs_bucket().blob(self._gcs_name(path)).exists()
         return self._local(path).is_file()
 
     def info(self, path: str) -> ObjectInfo | None:
         """The object's generation / md5 / updated time, or None when it does not exist."""
+        zone = self._zone(path)
+        if zone is not self:
+            return zone.info(path)
         if self.is_gcs:
             blob = self._gcs_bucket().get_blob(self._gcs_name(path))
             return None if blob is None else self._gcs_info(blob)
@@ -216,6 +316,9 @@ class BucketResource(ConfigurableResource):
         )
 
     def read_bytes(self, path: str) -> bytes:
+        zone = self._zone(path)
+        if zone is not self:
+            return zone.read_bytes(path)
         if self.is_gcs:
             from google.api_core.exceptions import NotFound
 
@@ -232,11 +335,18 @@ class BucketResource(ConfigurableResource):
         On GCS: with a generation precondition; rewriting identical content is a no-op (the object
         and its generation stay), a conflicting concurrent write raises ``ConcurrentWriteError``.
         """
+        zone = self._zone(path)
+        if zone is not self:
+            return zone.write_bytes(path, data)
         if self.is_gcs:
             return self._gcs_write(path, data)
         target = self._local(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
+        now = time.time()
+        for leftover in target.parent.glob(f"{TEMP_PREFIX}{target.name}~*"):  # a killed earlier write's
+            _remove_leftover(leftover, now)
+        tmp = target.parent / _temp_name(target.name)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
@@ -284,6 +394,9 @@ class BucketResource(ConfigurableResource):
     def replace_bytes(self, path: str, data: bytes, expected_generation: str | int | None) -> ObjectInfo:
         """Compare-and-swap: write only if the object is still at ``expected_generation``
         (None: it must not exist). GCS only; raises ``ConcurrentWriteError`` otherwise."""
+        zone = self._zone(path)
+        if zone is not self:
+            return zone.replace_bytes(path, data, expected_generation)
         if not self.is_gcs:
             raise ValueError("replace_bytes with a generation precondition is for the GCS backend")
         return self._gcs_write(
@@ -292,6 +405,9 @@ class BucketResource(ConfigurableResource):
 
     def delete(self, path: str) -> bool:
         """Delete one object; False when it did not exist."""
+        zone = self._zone(path)
+        if zone is not self:
+            return zone.delete(path)
         if self.is_gcs:
             from google.api_core.exceptions import NotFound
 
@@ -308,6 +424,9 @@ class BucketResource(ConfigurableResource):
 
     def delete_prefix(self, prefix: str) -> int:
         """Delete every object under ``prefix``; returns how many."""
+        zone = self._zone(prefix)
+        if zone is not self:
+            return zone.delete_prefix(prefix)
         count = 0
         if self.is_gcs:
             from google.api_core.exceptions import NotFound
@@ -325,9 +444,33 @@ class BucketResource(ConfigurableResource):
             count += 1
         return count
 
+    def remove_leftovers(self) -> int:
+        """Remove the temp files of interrupted writes in the whole bucket (both zones); how many.
+
+        Only the local backend has any: a GCS upload creates its object whole or not at all.
+        """
+        count = self._zone("raw").remove_leftovers() if self.raw_url else 0
+        if self.is_gcs or not self.root.is_dir():
+            return count
+        now = time.time()
+        for dirpath, _dirnames, filenames in os.walk(self.root):
+            for name in filenames:
+                if name.startswith(TEMP_PREFIX):
+                    count += _remove_leftover(Path(dirpath) / name, now)
+        return count
+
     def local_path(self, path: str) -> Path:
         """The file behind ``path`` (local backend only): for readers that want a path."""
+        zone = self._zone(path)
+        if zone is not self:
+            return zone.local_path(path)
         return self._local(path)
+
+
+@cache
+def _raw_zone(url: str, project: str | None, list_page_size: int) -> BucketResource:
+    """The raw zone's own backend (built once per process and location)."""
+    return BucketResource(url=url, project=project, list_page_size=list_page_size)
 
 
 def _content_type(path: str) -> str:

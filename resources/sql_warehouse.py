@@ -6,7 +6,10 @@ validated identifiers; every value is a bound parameter (or COPY data), never fo
 
 Every per-night replace (features, labels, training rows, scores) is one transaction: DELETE the
 night, bulk-load it (COPY on PostgreSQL), so re-running a night is idempotent and a crash leaves
-the previous version intact. PostgreSQL URLs use psycopg2: ``postgresql+psycopg2://user:pw@host/db``.
+the previous version intact. PostgreSQL URLs use psycopg2: ``postgresql+psycopg2://user@host/db`` with
+the password in ``password``, or inside the URL. Both are secrets: the code location passes them as
+``dagster.EnvVar`` so that the UI shows the variables' names only, and messages show the URL with
+its password masked (SQLAlchemy's ``***``).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any
 import numpy as np
 from dagster import ConfigurableResource
 from pydantic import Field
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
 
 SQL_DIR = Path(__file__).resolve().parents[1] / "sql"
 IDENTIFIER_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -73,7 +76,9 @@ def identifier(name: str) -> str:
 
 
 @cache
-def _engine(url: str) -> Engine:
+def _engine(url: str, password: str | None = None) -> Engine:
+    if password:
+        return create_engine(make_url(url).set(password=password), pool_pre_ping=True)
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 120})
@@ -115,11 +120,16 @@ def _copy(conn: Connection, statement: str, data: str) -> None:
 class WarehouseResource(ConfigurableResource):
     """SQL warehouse reached through SQLAlchemy: ``sqlite:///path`` (default) or PostgreSQL."""
 
-    url: str = Field(description="SQLAlchemy URL, e.g. sqlite:///work/warehouse.sqlite")
+    url: str = Field(
+        description="SQLAlchemy URL, e.g. sqlite:///work/warehouse.sqlite (pass it as an EnvVar if it holds a password)"
+    )
+    password: str | None = Field(
+        default=None, description="Database password when the URL has none: pass it as an EnvVar, never as a value"
+    )
 
     @property
     def engine(self) -> Engine:
-        return _engine(self.url)
+        return _engine(self.url, self.password)
 
     @property
     def dialect(self) -> str:

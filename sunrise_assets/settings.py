@@ -2,8 +2,11 @@
 
 SUNRISE_WORKDIR       base of the embedded default (default: ./.sunrise)
 SUNRISE_BUCKET        the bucket: a local directory or gs://bucket[/prefix] (default: $SUNRISE_WORKDIR/bucket)
-SUNRISE_WAREHOUSE_URL SQLAlchemy URL: sqlite:///FILE or postgresql+psycopg2://USER:PW@HOST:PORT/DB
-                      (default: sqlite:///$SUNRISE_WORKDIR/warehouse.sqlite)
+SUNRISE_RAW_BUCKET    where raw/ and raw_index/ (PHI) live when apart from SUNRISE_BUCKET: a local directory
+                      or gs://bucket[/prefix] (default: unset, the raw zone is in SUNRISE_BUCKET)
+SUNRISE_WAREHOUSE_URL SQLAlchemy URL: sqlite:///FILE or postgresql+psycopg2://USER[:PW]@HOST:PORT/DB
+                      (default: sqlite:///$SUNRISE_WORKDIR/warehouse.sqlite); a secret when it holds a password
+SUNRISE_WAREHOUSE_PASSWORD the warehouse password, when the URL has none (a secret)
 SUNRISE_PSEUDONYM_KEY secret key of the pseudonyms (the demo falls back to a public demo key)
 DAGSTER_HOME          the Dagster instance (default for the CLI: $SUNRISE_WORKDIR/dagster_home)
 """
@@ -27,6 +30,20 @@ EVENT_LOG_MODULE = "module: sunrise_assets.dagster_internals.sqlite_event_log"
 OLD_EVENT_LOG_MODULE = "module: sunrise_assets.event_log\n"
 
 
+RAW_BUCKET_ENV = "SUNRISE_RAW_BUCKET"
+WAREHOUSE_URL_ENV = "SUNRISE_WAREHOUSE_URL"
+WAREHOUSE_PASSWORD_ENV = "SUNRISE_WAREHOUSE_PASSWORD"
+# Variables whose values are secrets: they reach a process only from its environment (Secret
+# Manager on Cloud Run), resources take them as dagster.EnvVar (the UI shows the name only), and
+# the run launcher refuses to pass them as plain execution overrides.
+SECRET_ENV_VARS = (
+    "SUNRISE_PSEUDONYM_KEY",
+    WAREHOUSE_URL_ENV,
+    WAREHOUSE_PASSWORD_ENV,
+    "DAGSTER_PG_PASSWORD",
+)
+
+
 def workdir() -> Path:
     return Path(os.environ.get("SUNRISE_WORKDIR", ".sunrise")).expanduser().resolve()
 
@@ -35,8 +52,20 @@ def bucket_url() -> str:
     return os.environ.get("SUNRISE_BUCKET") or str(workdir() / "bucket")
 
 
+def raw_bucket_url() -> str | None:
+    """The raw zone's own location, or None when raw/ and raw_index/ are in the bucket."""
+    url = os.environ.get(RAW_BUCKET_ENV, "")
+    if not url:
+        return None
+    return url if url.startswith("gs://") else str(Path(url).expanduser().resolve())
+
+
 def warehouse_url() -> str:
-    return os.environ.get("SUNRISE_WAREHOUSE_URL") or f"sqlite:///{workdir() / 'warehouse.sqlite'}"
+    return os.environ.get(WAREHOUSE_URL_ENV) or f"sqlite:///{workdir() / 'warehouse.sqlite'}"
+
+
+def warehouse_password() -> str | None:
+    return os.environ.get(WAREHOUSE_PASSWORD_ENV) or None
 
 
 def dagster_home() -> Path:

@@ -131,6 +131,7 @@ SLOW_MODULES = {
     "test_sensor",
     "test_training",
     "test_bad_inputs",
+    "test_secrets_ui",
 }
 
 

@@ -50,6 +50,14 @@ def test_configuration_layers_yaml_environment_options(tmp_path):
     shipped = load_config(REPO / "deploy" / "cloudrun.yaml", {"image": IMAGE}, environ={})
     assert "DAGSTER_PG_PASSWORD" in shipped.secrets and "DAGSTER_PG_PASSWORD" not in shipped.env
     assert shipped.env["SUNRISE_EXECUTOR"] == "cloud_run"
+    # Two buckets: the PHI zone apart from the pseudonymised layers; secrets only as references.
+    assert shipped.env["SUNRISE_RAW_BUCKET"].startswith("gs://") and shipped.env["SUNRISE_BUCKET"].startswith("gs://")
+    assert shipped.env["SUNRISE_RAW_BUCKET"].split("/")[2] != shipped.env["SUNRISE_BUCKET"].split("/")[2]
+    assert {"SUNRISE_PSEUDONYM_KEY", "SUNRISE_WAREHOUSE_URL"} <= set(shipped.secrets)
+    path.write_text("project: p\nimage: i\nenv:\n  SUNRISE_PSEUDONYM_KEY: k3y-v4lue\n")
+    with pytest.raises(DeployError, match="SUNRISE_PSEUDONYM_KEY must be Secret Manager") as caught:
+        load_config(path, environ={})
+    assert "k3y-v4lue" not in str(caught.value)
 
 
 def test_deploy_creates_then_leaves_alone_then_updates(fake):

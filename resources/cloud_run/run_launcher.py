@@ -21,6 +21,9 @@ the run with the execution id, and cancels the execution on termination. What it
 - Termination also cancels the executions of the run's steps (the Cloud Run executor's), which a
   step-delegating executor leaves running when run monitoring may resume the run.
 - Debug info for failed workers: the execution's state and its Completed condition.
+- Secrets (``sunrise_assets.settings.SECRET_ENV_VARS``) are never sent as plain env overrides of an
+  execution (visible to anyone who can read the execution): they come from the job's own Secret
+  Manager references (``sunrise deploy``'s ``secrets:``); an override naming one is refused.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from sunrise_assets.dagster_internals.run_execution import (
     ResumeRunContext,
     WorkerStatus,
 )
+from sunrise_assets.settings import SECRET_ENV_VARS
 
 
 def _required(value: Any) -> Any:
@@ -144,6 +148,13 @@ class CloudRunRunLauncher(UsesCloudRunClients, ContribCloudRunRunLauncher):
         container_name: str | None = None,
     ) -> Operation:
         overrides: dict[str, Any] = {}
+        leaked = sorted(name for name in env or {} if name in SECRET_ENV_VARS)
+        if leaked:
+            raise ValueError(
+                f"refusing to pass {', '.join(leaked)} as plain env overrides of a Cloud Run execution (anyone who "
+                "can read the execution would see the value): reference the secret in the job (sunrise deploy, "
+                "secrets:) instead of the launcher's env_vars"
+            )
         if args:
             overrides["args"] = list(args)
         if env:

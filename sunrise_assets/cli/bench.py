@@ -527,8 +527,8 @@ def _floor_init() -> None:
     from resources.sql_warehouse import WarehouseResource
 
     _FLOOR["resources"] = {
-        "bucket": BucketResource(url=settings.bucket_url()),
-        "warehouse": WarehouseResource(url=settings.warehouse_url()),
+        "bucket": BucketResource(url=settings.bucket_url(), raw_url=settings.raw_bucket_url()),
+        "warehouse": WarehouseResource(url=settings.warehouse_url(), password=settings.warehouse_password()),
     }
 
 

@@ -46,7 +46,14 @@ def bucket_from_option(bucket: Optional[str]) -> BucketResource:
         os.environ["SUNRISE_BUCKET"] = (
             bucket if bucket.startswith("gs://") else str(Path(bucket).expanduser().resolve())
         )
-    return BucketResource(url=settings.bucket_url())
+    return BucketResource(url=settings.bucket_url(), raw_url=settings.raw_bucket_url())
+
+
+def warehouse_from_settings(url: Optional[str] = None):
+    """The warehouse of the settings (URL, and password when given apart), for commands that query it."""
+    from resources.sql_warehouse import WarehouseResource
+
+    return WarehouseResource(url=url or settings.warehouse_url(), password=settings.warehouse_password())
 
 
 class ReadProgress:

@@ -150,6 +150,7 @@ def load_config(
         timeout, max_retries = int(values["timeout"]), int(values["max_retries"])
     except (TypeError, ValueError) as exc:
         raise DeployError(f"timeout and max_retries must be integers ({exc})") from exc
+    _refuse_plain_secrets(values["env"])
     return DeployConfig(
         project=str(values["project"]),
         region=str(values["region"]),
@@ -166,6 +167,15 @@ def load_config(
         env=dict(values["env"]),
         secrets=dict(values["secrets"]),
     )
+
+
+def _refuse_plain_secrets(env: Mapping[str, Any]) -> None:
+    """A secret as a plain env value would be readable by anyone who can see the job."""
+    from sunrise_assets.settings import SECRET_ENV_VARS
+
+    plain = sorted(name for name in env if name in SECRET_ENV_VARS)
+    if plain:
+        raise DeployError(f"{', '.join(plain)} must be Secret Manager references (secrets:), not plain env values")
 
 
 @dataclass(frozen=True)

@@ -71,7 +71,7 @@ def export_training(
     if batch_rows < 1:
         raise ValueError("batch_rows must be positive")
     wanted = sorted(set(nights)) if nights else None
-    wh = WarehouseResource(url=warehouse_url or settings.warehouse_url())
+    wh = WarehouseResource(url=warehouse_url or settings.warehouse_url(), password=settings.warehouse_password())
     out = Path(out).expanduser().resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
 

@@ -19,6 +19,7 @@ from sunrise_assets.cli.console import (
     bucket_from_option,
     out,
     progress_bar,
+    warehouse_from_settings,
 )
 
 if TYPE_CHECKING:  # imported lazily at run time: `sunrise --help` stays fast
@@ -186,9 +187,8 @@ def ingest(
 
 
 def print_scores(limit: int = 50) -> None:
-    from resources.sql_warehouse import WarehouseResource
 
-    wh = WarehouseResource(url=settings.warehouse_url())
+    wh = warehouse_from_settings()
     rows = wh.query(
         "SELECT night_id, psg_total_sleep_time_min, sunalgo_total_sleep_time_min, psg_sleep_efficiency_pct, "
         "sunalgo_sleep_efficiency_pct, psg_ahi, sunalgo_ahi, agreement_accuracy, agreement_kappa_5class "
@@ -256,7 +256,8 @@ def scores(workdir: WorkdirOpt = None, limit: Annotated[int, typer.Option(help="
 
 
 def locate(
-    night: Annotated[str, typer.Argument(help="Night key, e.g. sub-3f9a1c2e_ses-20240117.")], bucket: BucketOpt = None
+    night: Annotated[str, typer.Argument(help="Night key, e.g. sub-3f9a1c2e07b45d61_ses-20240117.")],
+    bucket: BucketOpt = None,
 ) -> None:
     """Show the raw files behind a night (raw layer, identifiable: authorised staff only)."""
     from sunrise_assets.domain.raw_nights import load_source
@@ -316,24 +317,23 @@ def refresh(
 
 
 def forget(
-    night: Annotated[str, typer.Argument(help="Night key, e.g. sub-3f9a1c2e_ses-20240117.")],
+    night: Annotated[str, typer.Argument(help="Night key, e.g. sub-3f9a1c2e07b45d61_ses-20240117.")],
     workdir: WorkdirOpt = None,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Delete one night everywhere (raw files, every layer, the warehouse, its partition): consent withdrawn."""
     from dagster import DagsterInstance
 
-    from resources.sql_warehouse import WarehouseResource
     from sunrise_assets.domain.anonymise import NIGHT_KEY_RE
     from sunrise_assets.lib.operations import forget as do_forget
 
     if not NIGHT_KEY_RE.fullmatch(night):
-        raise UserError(f"{night!r} is not a night key (sub-xxxxxxxx_ses-YYYYMMDD)")
+        raise UserError(f"{night!r} is not a night key (sub-<16 hex>_ses-YYYYMMDD)")
     settings.use_workdir(workdir or settings.workdir())
     if not yes and not typer.confirm(f"Delete every trace of {night}, raw files included?"):
         raise typer.Exit(1)
     with DagsterInstance.get() as instance:
-        report = do_forget(night, bucket_from_option(None), WarehouseResource(url=settings.warehouse_url()), instance)
+        report = do_forget(night, bucket_from_option(None), warehouse_from_settings(), instance)
     out.print(
         f"forgot {night}: {report.raw_objects} raw objects; "
         + ", ".join(f"{layer} {n} objects" for layer, n in report.layer_objects.items())

@@ -112,7 +112,7 @@ def _feature_columns(type_: str) -> list[TableColumn]:
 
 def _schemas() -> dict[str, TableSchema]:
     epoch = _col("epoch", "int32", "0-based index of the 30-s PSG epoch", nullable=False)
-    night_sql = _col("night_id", "TEXT", "night key (pseudonymised: sub-xxxxxxxx_ses-YYYYMMDD)", nullable=False)
+    night_sql = _col("night_id", "TEXT", "night key (pseudonymised: sub-<16 hex>_ses-YYYYMMDD)", nullable=False)
     epoch_sql = _col("epoch", "INTEGER", "0-based index of the 30-s PSG epoch", nullable=False)
     stage_sql = _col("psg_stage", "TEXT", f"technician's stage ({_STAGE_LIST}); NULL when unscored")
     event_sql = _col(

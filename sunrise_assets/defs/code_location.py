@@ -1,6 +1,8 @@
 """The code location: every asset, the job, the sensors, the resources."""
 
-from dagster import Definitions, in_process_executor
+import os
+
+from dagster import Definitions, EnvVar, in_process_executor
 
 from resources.bucket import BucketResource
 from resources.cloud_run.executor import executor_from_env
@@ -34,10 +36,21 @@ ASSETS = [
 ]
 
 
+def _from_env(name: str) -> EnvVar | None:
+    """``EnvVar(name)`` when the environment sets it: the resource reads the value in the process
+    that uses it, and the UI (resource details, run config) shows only the variable's name."""
+    return EnvVar(name) if os.environ.get(name) else None
+
+
 def make_resources() -> dict[str, object]:
     return {
-        "bucket": BucketResource(url=settings.bucket_url()),
-        "warehouse": WarehouseResource(url=settings.warehouse_url()),
+        # Bucket locations are no secret (access is the bucket's IAM): shown in the UI as they are.
+        "bucket": BucketResource(url=settings.bucket_url(), raw_url=settings.raw_bucket_url()),
+        # The URL may hold the password (the Cloud Run deployment's secret): never passed as a value.
+        "warehouse": WarehouseResource(
+            url=_from_env(settings.WAREHOUSE_URL_ENV) or settings.warehouse_url(),
+            password=_from_env(settings.WAREHOUSE_PASSWORD_ENV),
+        ),
     }
 
 

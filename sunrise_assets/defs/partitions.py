@@ -1,4 +1,4 @@
-"""One night = one partition. Keys are pseudonyms (sub-xxxxxxxx_ses-YYYYMMDD), never PHI."""
+"""One night = one partition. Keys are pseudonyms (sub-<16 hex>_ses-YYYYMMDD), never PHI."""
 
 from dagster import BackfillPolicy, DynamicPartitionsDefinition
 

@@ -1,8 +1,12 @@
 """Pseudonyms and date shifts: the only place that holds the secret key.
 
-A night's partition key is ``sub-<8 hex>_ses-<YYYYMMDD>``: the subject part is an HMAC of the
-site and patient reference, the session date is the night's (evening) date shifted by a per-subject
-number of days. Both are stable across re-runs given the same key, and neither can be reversed or
+A night's partition key is ``sub-<16 hex>_ses-<YYYYMMDD>``: the subject part is 64 bits of an HMAC
+of the site and patient reference (a collision among a million subjects has a probability of about
+3e-8, and registration refuses one anyway: ``raw_nights.assign_subjects``), the session date is the
+night's (evening) date shifted by a per-subject number of days. Subjects registered before the
+pseudonyms grew keep their 8-hex pseudonym (the first 8 hex digits of the same HMAC): their nights,
+objects and rows stay as they are (docs/THREAT_MODEL.md, "Pseudonym length and old keys").
+Both are stable across re-runs given the same key, and neither can be reversed or
 recomputed without it. Intervals inside one subject's data are kept (one shift per subject).
 """
 
@@ -21,7 +25,11 @@ KEY_ENV = "SUNRISE_PSEUDONYM_KEY"
 ALLOW_DEMO_ENV = "SUNRISE_ALLOW_DEMO_KEY"
 # Public on purpose: the demo and the tests use it, production refuses it.
 DEMO_KEY = "sunrise-demo-key-not-for-real-data"
-NIGHT_KEY_RE = re.compile(r"^sub-[0-9a-f]{8}_ses-\d{8}(_run-\d+)?$")
+# 64 bits: by the birthday bound, n subjects collide with probability ~ n^2 / 2^65.
+SUBJECT_HEX = 16
+LEGACY_SUBJECT_HEX = 8  # 32 bits: the length of pseudonyms made before; still valid for those subjects
+SUBJECT_RE = re.compile(r"^sub-(?:[0-9a-f]{16}|[0-9a-f]{8})$")
+NIGHT_KEY_RE = re.compile(r"^sub-(?:[0-9a-f]{16}|[0-9a-f]{8})_ses-\d{8}(_run-\d+)?$")
 MAX_SHIFT_DAYS = 3650
 
 
@@ -62,8 +70,17 @@ class Pseudonymizer:
     key: bytes
 
     def subject(self, site: str, patient_ref: str) -> str:
-        """``sub-`` + 8 hex digits, from the HMAC of site and patient reference."""
-        return "sub-" + _mac(self.key, "subject", f"{site.strip().lower()}/{patient_ref.strip()}").hex()[:8]
+        """``sub-`` + 16 hex digits (64 bits), from the HMAC of site and patient reference."""
+        return "sub-" + _mac(self.key, "subject", subject_identity(site, patient_ref)).hex()[:SUBJECT_HEX]
+
+    def legacy_subject(self, site: str, patient_ref: str) -> str:
+        """The 8-hex pseudonym this subject had before pseudonyms grew (a prefix of ``subject``)."""
+        return self.subject(site, patient_ref)[: len("sub-") + LEGACY_SUBJECT_HEX]
+
+    def identity_token(self, site: str, patient_ref: str) -> str:
+        """The whole 256-bit HMAC of the subject's identity: what registration compares to tell two
+        patients sharing a (truncated) pseudonym apart, without storing or naming either identifier."""
+        return _mac(self.key, "subject-identity", subject_identity(site, patient_ref)).hex()
 
     def date_shift_days(self, subject: str) -> int:
         """Days to move every date of one subject back by: 1..MAX_SHIFT_DAYS, fixed per subject."""
@@ -72,6 +89,22 @@ class Pseudonymizer:
     def token(self, purpose: str, value: str, length: int = 12) -> str:
         """A keyed pseudonym for any other identifier (device serial, recording id)."""
         return _mac(self.key, purpose, value).hex()[:length]
+
+
+def subject_identity(site: str, patient_ref: str) -> str:
+    """One patient, however the site's folder name is cased or padded (PHI: raw side only)."""
+    return f"{site.strip().lower()}/{patient_ref.strip()}"
+
+
+def subject_of(night: str) -> str:
+    """The subject pseudonym of a night key."""
+    return validate_night_key(night).split("_ses-", 1)[0]
+
+
+def validate_subject(subject: str) -> str:
+    if not SUBJECT_RE.fullmatch(subject):
+        raise ValueError(f"{subject!r} is not a subject pseudonym (sub-<16 hex>)")
+    return subject
 
 
 def night_date(local_start: datetime) -> date:
@@ -87,5 +120,5 @@ def night_key(subject: str, shifted_night_date: date, run: int = 1) -> str:
 def validate_night_key(key: str) -> str:
     """Partition keys reach file paths and SQL: only the pseudonym shape is accepted."""
     if not NIGHT_KEY_RE.fullmatch(key):
-        raise ValueError(f"{key!r} is not a night key (sub-xxxxxxxx_ses-YYYYMMDD)")
+        raise ValueError(f"{key!r} is not a night key (sub-<16 hex>_ses-YYYYMMDD)")
     return key

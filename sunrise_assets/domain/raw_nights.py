@@ -14,19 +14,137 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from sunrise_assets.domain import layout
-from sunrise_assets.domain.anonymise import Pseudonymizer, night_date, night_key
+from sunrise_assets.domain.anonymise import (
+    LEGACY_SUBJECT_HEX,
+    NIGHT_KEY_RE,
+    Pseudonymizer,
+    night_date,
+    night_key,
+    subject_identity,
+    subject_of,
+)
 from sunrise_assets.domain.manifest import NightSource
-from sunrise_assets.domain.pairing import NightPair, ScanResult
+from sunrise_assets.domain.pairing import NightPair, ScanResult, patient_of
 
 if TYPE_CHECKING:
     from sunrise_assets.domain.object_store import ObjectStore
 
 
-def _subject_sessions(pairs: Iterable[NightPair], pseudonymizer: Pseudonymizer):
-    """Pairs grouped by (subject, shifted night date), each group sorted by start time."""
+class PseudonymCollisionError(RuntimeError):
+    """Two different patients would share one subject pseudonym: their nights would merge."""
+
+
+def _identity(pair: NightPair) -> str:
+    return subject_identity(pair.study.site, pair.study.patient_ref)
+
+
+def _collision(subject: str) -> PseudonymCollisionError:
+    # Names the pseudonym only (no identifier): raw-layer staff find the patients under the folder.
+    return PseudonymCollisionError(
+        f"subject pseudonym collision: two different patients map to {subject}; their nights are not "
+        f"registered, so that neither is merged into the other (withdrawal, subject-level splits). The "
+        f"raw zone's {layout.subject_holders(subject)} holds a keyed token per patient; raw-layer staff "
+        f"resolve it (e.g. rotate the key for new data, or forget one patient's nights)"
+    )
+
+
+LEGACY_KEY_SUBJECT = "sub-" + "0" * LEGACY_SUBJECT_HEX  # the shape of an 8-hex subject pseudonym
+
+# Above this many patients in one reconciliation, the subject registry is listed once rather than
+# one folder per subject (an ingest of thousands; a sensor tick touches a few).
+_LIST_REGISTRY_ABOVE = 64
+
+
+def _registered(bucket: ObjectStore, subjects: set[str]) -> dict[str, set[str]]:
+    """Identity tokens registered under each of ``subjects``."""
+    holders: dict[str, set[str]] = defaultdict(set)
+    listings = (
+        [layout.SUBJECTS_PREFIX]
+        if len(subjects) > _LIST_REGISTRY_ABOVE
+        else [layout.subject_holders(s) for s in sorted(subjects)]
+    )
+    for prefix in listings:
+        for obj in bucket.list(prefix):
+            subject, _, token = obj.path[len(layout.SUBJECTS_PREFIX) :].partition("/")
+            if subject in subjects and token:
+                holders[subject].add(token)
+    return holders
+
+
+def _legacy_holders(bucket: ObjectStore, legacy: set[str]) -> dict[str, set[str]]:
+    """Patients (identities, PHI: in memory only) whose nights the raw index holds under each of the
+    ``legacy`` 8-hex subjects: only those nights' entries are read."""
+    found: dict[str, set[str]] = defaultdict(set)
+    any_legacy = False
+    for obj in bucket.list(layout.RAW_INDEX_PREFIX):
+        name = obj.path[len(layout.RAW_INDEX_PREFIX) :].removesuffix(".json")
+        if "/" in name or not NIGHT_KEY_RE.fullmatch(name) or len(subject_of(name)) != len(LEGACY_KEY_SUBJECT):
+            continue
+        any_legacy = True
+        if subject_of(name) not in legacy:
+            continue
+        patient = patient_of(load_source(bucket, name).recording_path)
+        if patient is not None:
+            found[subject_of(name)].add(subject_identity(*patient))
+    if not any_legacy:  # nothing indexed under an 8-hex pseudonym: never worth looking again
+        bucket.write_bytes(layout.NO_LEGACY_NIGHTS, b"")
+    return found
+
+
+def assign_subjects(pairs: Iterable[NightPair], bucket: ObjectStore, pseudonymizer: Pseudonymizer) -> dict[str, str]:
+    """The subject pseudonym of each patient of ``pairs`` (by identity), registered in the raw zone.
+
+    A patient already registered keeps its pseudonym. A patient seen for the first time gets the
+    64-bit pseudonym, unless the raw index already holds its nights under its 8-hex pseudonym of
+    before (compatibility: those nights keep their keys, objects and rows). Either way the
+    pseudonym is claimed with the patient's identity token; a pseudonym held by another patient's
+    token, or claimed by two patients at once, raises ``PseudonymCollisionError``.
+    """
+    identities: dict[str, tuple[str, str]] = {}
+    for pair in pairs:
+        identities.setdefault(_identity(pair), (pair.study.site, pair.study.patient_ref))
+    tokens = {i: pseudonymizer.identity_token(*p) for i, p in identities.items()}
+    current = {i: pseudonymizer.subject(*p) for i, p in identities.items()}
+    legacy = {i: pseudonymizer.legacy_subject(*p) for i, p in identities.items()}
+    holders = _registered(bucket, set(current.values()) | set(legacy.values()))
+
+    assigned: dict[str, str] = {}
+    for i in identities:
+        for subject in (current[i], legacy[i]):
+            if tokens[i] in holders.get(subject, set()):
+                assigned[i] = subject
+    first_seen = [i for i in identities if i not in assigned]
+    if first_seen:
+        # Subjects indexed before the registry existed (8-hex pseudonyms): found from the index.
+        wanted = {legacy[i] for i in first_seen if not holders.get(legacy[i])}
+        look = wanted and not bucket.exists(layout.NO_LEGACY_NIGHTS)
+        by_legacy = _legacy_holders(bucket, wanted) if look else {}
+        for i in first_seen:
+            subject = legacy[i] if i in by_legacy.get(legacy[i], set()) else current[i]
+            if len(by_legacy.get(subject, set())) > 1:
+                raise _collision(subject)  # two patients' nights already share this old pseudonym
+            assigned[i] = subject
+    seen: dict[str, str] = {}
+    for i, subject in assigned.items():
+        others = holders.get(subject, set()) - {tokens[i]}
+        if others or seen.setdefault(subject, i) != i:
+            raise _collision(subject)
+    for i in first_seen:
+        bucket.write_bytes(layout.subject_holder(assigned[i], tokens[i]), b"")
+    return assigned
+
+
+def _subject_sessions(pairs: Iterable[NightPair], pseudonymizer: Pseudonymizer, subjects: dict[str, str] | None = None):
+    """Pairs grouped by (subject, shifted night date), each group sorted by start time.
+
+    ``subjects`` (identity -> pseudonym, from ``assign_subjects``); without it, the 64-bit pseudonym."""
     by_session: dict[tuple[str, str], list[NightPair]] = defaultdict(list)
     for pair in pairs:
-        subject = pseudonymizer.subject(pair.study.site, pair.study.patient_ref)
+        subject = (
+            subjects[_identity(pair)]
+            if subjects is not None
+            else pseudonymizer.subject(pair.study.site, pair.study.patient_ref)
+        )
         shifted = night_date(pair.study.start) - timedelta(days=pseudonymizer.date_shift_days(subject))
         by_session[(subject, shifted.isoformat())].append(pair)
     for (subject, shifted), group in sorted(by_session.items()):
@@ -81,9 +199,13 @@ class Reconciliation:
 
 
 def reconcile(scan: ScanResult, bucket: ObjectStore, pseudonymizer: Pseudonymizer) -> Reconciliation:
-    """Index the scan's nights in the raw layer; say which are new, changed or merely re-uploaded."""
+    """Index the scan's nights in the raw layer; say which are new, changed or merely re-uploaded.
+
+    Raises ``PseudonymCollisionError`` (naming no identifier) before indexing anything when two
+    patients would share a subject pseudonym."""
     result = Reconciliation()
-    for subject, shifted, group in _subject_sessions(scan.nights, pseudonymizer):
+    subjects = assign_subjects(scan.nights, bucket, pseudonymizer)  # refuses a pseudonym collision
+    for subject, shifted, group in _subject_sessions(scan.nights, pseudonymizer, subjects):
         for run, pair in enumerate(group, start=1):
             night = night_key(subject, shifted_date(shifted), run)
             previous = _previous(bucket, night)
@@ -133,7 +255,8 @@ def shifted_date(iso: str):
 
 
 def night_sources(pairs: Iterable[NightPair], pseudonymizer: Pseudonymizer) -> list[tuple[str, NightPair]]:
-    """(night key, pair) for each pair, without touching any storage (for listings and tests)."""
+    """(night key, pair) for each pair, without touching any storage (for listings and tests): the
+    64-bit pseudonyms, as registration gives them to every subject not registered before them."""
     return [
         (night_key(subject, shifted_date(shifted), run), pair)
         for subject, shifted, group in _subject_sessions(pairs, pseudonymizer)

@@ -110,6 +110,8 @@ def ingest(
     on_nights_done: Callable[[int], None] | None = None,
     on_plan: Callable[[int], None] | None = None,
 ) -> IngestReport:
+    # Temp files of writes killed earlier (a crashed run, a killed CLI): never data, removed here.
+    bucket.remove_leftovers()
     scan = scan_bucket(bucket)
     pseudonymizer = Pseudonymizer(load_key())
     reconciliation = reconcile(scan, bucket, pseudonymizer)
