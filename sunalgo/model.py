@@ -517,10 +517,16 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
+def params_json(params: Mapping[str, Any]) -> str:
+    """The canonical text of a parameter set (sorted keys, fixed float precision): the same
+    parameters always give the same bytes, so a hash of them can name the model."""
+    return json.dumps(_jsonable(params), sort_keys=True, indent=1, allow_nan=False) + "\n"
+
+
 def save_model(params: dict, path: Path) -> None:
     """Write params as JSON deterministically (sorted keys, fixed float precision), atomically."""
     path = Path(path)
-    text = json.dumps(_jsonable(params), sort_keys=True, indent=1, allow_nan=False) + "\n"
+    text = params_json(params)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
