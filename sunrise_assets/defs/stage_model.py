@@ -5,13 +5,11 @@ held-out split, see domain/warehouse_training.py), stores the parameters under t
 address and shows the model card. It runs when someone asks (`sunrise fit-model`, the UI), never
 by itself: a new model reaches production only when it is promoted (`sunrise model promote`).
 
-``production_model`` is the promoted choice, an external asset observed at each promotion with the
-model version as its data version. epoch_predictions depends on it, so promoting another model
+``production_model`` is the promoted choice, an external asset reported materialized at each
+promotion with the model version as its data version. epoch_predictions depends on it, so promoting another model
 makes exactly gold and the warehouse stale, and declarative automation re-runs them in batches;
 promoting the version already in production records nothing.
 """
-
-from __future__ import annotations
 
 from dagster import AssetExecutionContext, AssetSpec, DataVersion, MaterializeResult, MetadataValue, asset
 

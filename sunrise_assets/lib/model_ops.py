@@ -1,7 +1,7 @@
 """Fitting and promoting sunalgo's model through Dagster.
 
 Fitting is a run of ``stage_model_job`` on the instance (its history, its metadata in the UI).
-Promotion records the choice in the bucket (models/production.json) and reports an observation of
+Promotion records the choice in the bucket (models/production.json) and reports a materialization of
 ``production_model`` whose data version is the model version: Dagster then shows gold as stale and
 declarative automation re-runs gold and the warehouse, batched like any backfill. Promoting the
 version already in production changes nothing and records nothing.
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dagster import AssetKey, AssetObservation, DagsterInstance
+from dagster import AssetKey, AssetMaterialization, DagsterInstance
 
 from resources.bucket import BucketResource
 from sunrise_assets.dagster_internals.names import DATA_VERSION_TAG
@@ -55,9 +55,14 @@ def promote(instance: DagsterInstance, bucket: BucketResource, version: str) -> 
 
 
 def observe_production(instance: DagsterInstance, bucket: BucketResource) -> str:
-    """Record the production model's version as production_model's data version."""
+    """Report the production model as a (runless) materialization of production_model, the model
+    version as its data version: automation sees its dependents' parent updated."""
     version = model_store.production_version(bucket)
     instance.report_runless_asset_event(
-        AssetObservation(asset_key=PRODUCTION_MODEL, tags={DATA_VERSION_TAG: version}, metadata={"version": version})
+        AssetMaterialization(
+            asset_key=PRODUCTION_MODEL,
+            tags={DATA_VERSION_TAG: version},
+            metadata={"model_version": version, "params": bucket.describe(model_store.params_path(version))},
+        )
     )
     return version
