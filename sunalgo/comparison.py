@@ -299,8 +299,8 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     for metric, label in (("kappa_5class", "Cohen's kappa, 5 stages"), ("accuracy", "Accuracy")):
         row = report["epochs"][metric]
         lines.append(
-            f"| {label} | {_ci(row['production'], 3, False)} | {_ci(row['candidate'], 3, False)} | {_ci(row['change'], 3)} "
-            f"| {row['verdict']} |"
+            f"| {label} | {_ci(row['production'], 3, False)} | {_ci(row['candidate'], 3, False)} "
+            f"| {_ci(row['change'], 3)} | {row['verdict']} |"
         )
     lines += [
         "",

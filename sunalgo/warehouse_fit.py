@@ -351,9 +351,10 @@ def fit_streamed(
     """Fit the stage and respiratory-event models on streamed nights; returns JSON-ready params.
 
     ``read_nights()`` is called twice and must yield the same nights in increasing night_id order
-    each time (Python string order: in SQL, ``ORDER BY night_id COLLATE "C"``). The regressions are fitted on a deterministic sample of at most ``max_epochs`` valid
-    scored epochs (and the standardisation on one of at most ``max_epochs`` valid epochs); the stage
-    prior, transitions, initial distribution and event calibration use every night. No held-out
+    each time (Python string order: in SQL, ``ORDER BY night_id COLLATE "C"``). The regressions are
+    fitted on a deterministic sample of at most ``max_epochs`` valid scored epochs (and the
+    standardisation on one of at most ``max_epochs`` valid epochs); the stage prior, transitions,
+    initial distribution and event calibration use every night. No held-out
     split here: split by subject upstream (:mod:`sunalgo.subject_split`) and report the held-out
     metrics with :mod:`sunalgo.model_card`. ``training`` is copied into the params' ``training``.
     """

@@ -250,7 +250,8 @@ def benchmark(n_nights: int, pool_size: int = 40, max_epochs: int | None = None)
     print(
         f"fit_streamed: {n_nights} nights, {n_epochs} epochs, sample {params['fit']['fit_sample_epochs']} epochs: "
         f"wall {wall:.1f} s, CPU {cpu:.1f} s (of which making the stream twice ~{2 * stream_s:.1f} s), "
-        f"peak RSS {peak_mb:.0f} MB{'' if reset else ' (process lifetime)'}, in-sample kappa {params['metrics']['stage_kappa_in_sample']:.3f}, converged {params['fit']['converged']}"
+        f"peak RSS {peak_mb:.0f} MB{'' if reset else ' (process lifetime)'}, "
+        f"in-sample kappa {params['metrics']['stage_kappa_in_sample']:.3f}, converged {params['fit']['converged']}"
     )
 
 
