@@ -18,7 +18,7 @@ import io
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from dagster import ConfigurableResource
 from pydantic import Field
-from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, make_url, text
 
 SQL_DIR = Path(__file__).resolve().parents[1] / "sql"
 IDENTIFIER_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -92,6 +92,26 @@ def _engine(url: str, password: str | None = None) -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True)
+
+
+def _nights_of(rows: list[tuple], n_features: int) -> Iterator[tuple[str, np.ndarray, np.ndarray, list, np.ndarray]]:
+    """Rows ordered by night and epoch, as one tuple of arrays per night."""
+    if not rows:
+        return
+    table = np.array(rows, dtype=object)
+    nights = table[:, 0]
+    starts = np.flatnonzero(np.r_[True, nights[1:] != nights[:-1]])
+    ends = np.r_[starts[1:], len(rows)]
+    values = table[:, 2 : 2 + n_features]
+    features = np.where(values == None, np.nan, values).astype(np.float64)  # noqa: E711 (elementwise on objects)
+    for start, end in zip(starts.tolist(), ends.tolist()):
+        yield (
+            str(nights[start]),
+            table[start:end, 1].astype(np.int64),
+            features[start:end],
+            table[start:end, 2 + n_features].tolist(),
+            table[start:end, 3 + n_features].astype(np.int8),
+        )
 
 
 def _none_if_nan(value: Any) -> Any:
@@ -190,6 +210,9 @@ class WarehouseResource(ConfigurableResource):
                     conn.execute(
                         text("INSERT INTO warehouse_meta (key, value) VALUES (:k, :v)"), {"k": table, "v": signature}
                     )
+            if "model_version" not in {c["name"] for c in inspect(conn).get_columns("night_scores")}:
+                for statement in split_statements(sql_file("night_scores_add_model_version.sql")):
+                    conn.execute(text(statement))
 
     # -- per-night loads (each night in one transaction: idempotent, all or nothing) ---------
     def replace_night_features(self, night: str, feature_names: Sequence[str], values: np.ndarray) -> int:
@@ -288,6 +311,30 @@ class WarehouseResource(ConfigurableResource):
         return deleted
 
     # -- reading ----------------------------------------------------------------------------
+    def stream_training_nights(
+        self, feature_names: Sequence[str], batch_rows: int = 20_000
+    ) -> Iterator[tuple[str, np.ndarray, np.ndarray, list[str | None], np.ndarray]]:
+        """``training_epochs`` night by night in night-key order: (night_id, epochs, features (n, F)
+        with NaN for NULL, PSG stage names, respiratory-event flags). Rows arrive in batches of
+        ``batch_rows`` (a server-side cursor on PostgreSQL), so memory holds one batch and one night."""
+        columns = ", ".join(identifier(n) for n in feature_names)
+        statement = split_statements(sql_file("training_epochs_read.sql", self.dialect))[0]
+        n_features = len(feature_names)
+        pending: list[tuple] = []
+        with self.engine.connect() as conn:
+            result = conn.execution_options(stream_results=True, yield_per=batch_rows).execute(
+                text(statement.format(feature_columns=columns))
+            )
+            for batch in result.partitions():
+                pending.extend(batch)
+                # every night but the last of the batch is complete (rows come ordered by night)
+                split = len(pending)
+                while split and pending[split - 1][0] == pending[-1][0]:
+                    split -= 1
+                yield from _nights_of(pending[:split], n_features)
+                pending = pending[split:]
+        yield from _nights_of(pending, n_features)
+
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(text(sql), dict(params or {}))]

@@ -3,5 +3,6 @@
 CREATE TABLE IF NOT EXISTS night_scores (
     night_id TEXT PRIMARY KEY,
     sunalgo_version TEXT NOT NULL,
+    model_version TEXT,
     {score_columns}
 );

@@ -327,6 +327,100 @@ def _runs(mask: np.ndarray) -> int:
     return int(np.count_nonzero(m[1:] & ~m[:-1]) + (1 if m.size and m[0] else 0))
 
 
+def _robust_standardisation(pooled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature median and IQR/1.349 of valid epochs' features (the SD, then 1, where the IQR is 0)."""
+    center = np.median(pooled, axis=0)
+    q75, q25 = np.percentile(pooled, [75, 25], axis=0)
+    scale = (q75 - q25) / 1.349
+    std = pooled.std(axis=0)
+    return center, np.where(scale > 1e-12, scale, np.where(std > 1e-12, std, 1.0))
+
+
+def _stage_chain_counts(stages: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One night's (5, 5) counts of transitions between consecutive PSG-scored epochs, and the
+    one-hot (5,) of its first scored stage. Counts add up over nights, so they can be streamed."""
+    s = np.asarray(stages, dtype=np.int64)
+    pair = (s[:-1] >= 0) & (s[1:] >= 0)
+    codes = s[:-1][pair] * N_STAGES + s[1:][pair]
+    trans = np.bincount(codes, minlength=N_STAGES * N_STAGES).reshape(N_STAGES, N_STAGES).astype(np.float64)
+    initial = np.zeros(N_STAGES)
+    scored = s[s >= 0]
+    if scored.size:
+        initial[scored[0]] = 1.0
+    return trans, initial
+
+
+def _stage_chain(trans_counts: np.ndarray, initial_counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Transition matrix and initial distribution from summed counts, Laplace-smoothed so no
+    transition is impossible."""
+    trans = trans_counts + 1.0
+    initial = initial_counts + 1.0
+    return trans / trans.sum(axis=1, keepdims=True), initial / initial.sum()
+
+
+def _stage_prior(stage_counts: np.ndarray) -> np.ndarray:
+    return (stage_counts + 1.0) / (stage_counts.sum() + N_STAGES)
+
+
+def _fit_epoch_models(x: np.ndarray, y: np.ndarray, resp: np.ndarray, l2: float) -> dict[str, Any]:
+    """Stage softmax and respiratory logistic regression on model inputs x of scored epochs."""
+    w, b, ok_stage = _fit_softmax(x, y, N_STAGES, l2)
+    rw, rb, ok_resp = _fit_logistic(x, resp, l2)
+    threshold, f1 = _best_f1_threshold(_sigmoid(x @ rw + rb), resp)
+    return {
+        "stage_weights": w,
+        "stage_bias": b,
+        "resp_weights": rw,
+        "resp_bias": rb,
+        "resp_threshold": threshold,
+        "resp_f1": f1,
+        "converged": bool(ok_stage and ok_resp),
+    }
+
+
+def _params_dict(
+    center: np.ndarray,
+    scale: np.ndarray,
+    fitted: Mapping[str, Any],
+    prior: np.ndarray,
+    trans: np.ndarray,
+    initial: np.ndarray,
+) -> dict[str, Any]:
+    """Params in the params.json layout, before the event calibration (events_per_flagged_epoch 0)."""
+    return {
+        "format": MODEL_FORMAT,
+        "feature_names": list(FEATURE_NAMES),
+        "stages": list(STAGES),
+        "context_offsets": list(CONTEXT_OFFSETS),
+        "standardisation": {"center": center, "scale": scale, "squash": SQUASH},
+        "stage_model": {
+            "weights": fitted["stage_weights"],
+            "bias": fitted["stage_bias"],
+            "prior": prior,
+            "transition": trans,
+            "initial": initial,
+        },
+        "respiratory_model": {
+            "weights": fitted["resp_weights"],
+            "bias": fitted["resp_bias"],
+            "threshold": fitted["resp_threshold"],
+            "events_per_flagged_epoch": 0.0,
+        },
+        "sunalgo_version": sunalgo.__version__,
+    }
+
+
+def _flagged_sleep_epochs(pred: Predictions) -> int:
+    """Epochs the respiratory model flags inside predicted sleep (what events_per_flagged_epoch scales)."""
+    return int(np.count_nonzero(pred.resp_event & (pred.stage > 0)))
+
+
+def _events_per_flagged_epoch(total_events: float, flagged: int, labelled_epochs: int) -> float:
+    if flagged:
+        return total_events / flagged
+    return total_events / max(labelled_epochs, 1)  # nothing flagged in training: events per labelled epoch
+
+
 def _fit_params(
     features: Sequence[np.ndarray],
     stages: Sequence[np.ndarray],
@@ -339,11 +433,7 @@ def _fit_params(
     pooled = np.concatenate(features)[valid_rows]
     if pooled.shape[0] == 0:
         raise ValueError("no epoch with finite features to fit on")
-    center = np.median(pooled, axis=0)
-    q75, q25 = np.percentile(pooled, [75, 25], axis=0)
-    scale = (q75 - q25) / 1.349
-    std = pooled.std(axis=0)
-    scale = np.where(scale > 1e-12, scale, np.where(std > 1e-12, std, 1.0))
+    center, scale = _robust_standardisation(pooled)
 
     inputs, valids = [], []
     for f in features:
@@ -359,48 +449,21 @@ def _fit_params(
         raise ValueError("no scored epoch with finite features to fit on")
     x, y = x_all[rows], s_all[rows]
 
-    w, b, ok_stage = _fit_softmax(x, y, N_STAGES, l2)
+    fitted = _fit_epoch_models(x, y, r_all[rows], l2)
     stage_counts = np.bincount(y, minlength=N_STAGES)
-    prior = (stage_counts + 1.0) / (stage_counts.sum() + N_STAGES)
-    # Transitions between consecutive PSG-scored epochs, Laplace-smoothed so none is impossible.
-    trans = np.ones((N_STAGES, N_STAGES))
-    initial = np.ones(N_STAGES)
-    for s in stages:  # a loop over nights, not epochs
-        s = np.asarray(s, dtype=np.int64)
-        pair = (s[:-1] >= 0) & (s[1:] >= 0)
-        np.add.at(trans, (s[:-1][pair], s[1:][pair]), 1.0)
-        scored = s[s >= 0]
-        if scored.size:
-            initial[scored[0]] += 1.0
-    trans /= trans.sum(axis=1, keepdims=True)
-    initial /= initial.sum()
+    chains = [_stage_chain_counts(s) for s in stages]  # a loop over nights, not epochs
+    trans, initial = _stage_chain(sum(c[0] for c in chains), sum(c[1] for c in chains))
+    params = _params_dict(center, scale, fitted, _stage_prior(stage_counts), trans, initial)
 
-    rw, rb, ok_resp = _fit_logistic(x, r_all[rows], l2)
-    threshold, f1 = _best_f1_threshold(_sigmoid(x @ rw + rb), r_all[rows])
-
-    params: dict[str, Any] = {
-        "format": MODEL_FORMAT,
-        "feature_names": list(FEATURE_NAMES),
-        "stages": list(STAGES),
-        "context_offsets": list(CONTEXT_OFFSETS),
-        "standardisation": {"center": center, "scale": scale, "squash": SQUASH},
-        "stage_model": {"weights": w, "bias": b, "prior": prior, "transition": trans, "initial": initial},
-        "respiratory_model": {"weights": rw, "bias": rb, "threshold": threshold, "events_per_flagged_epoch": 0.0},
-        "sunalgo_version": sunalgo.__version__,
-    }
     # Calibrate the event count on the model's own flags in predicted sleep.
     model = model_from_params(_jsonable(params))
-    preds = [predict(f, model) for f in features]
-    flagged = sum(int(np.count_nonzero(p.resp_event & (p.stage > 0))) for p in preds)
+    flagged = sum(_flagged_sleep_epochs(predict(f, model)) for f in features)
     total_events = float(np.sum(event_counts))
-    if flagged:
-        per_flag = total_events / flagged
-    else:  # nothing flagged in training: fall back to events per labelled epoch
-        per_flag = total_events / max(int(r_all.sum()), 1)
+    per_flag = _events_per_flagged_epoch(total_events, flagged, int(r_all.sum()))
     params["respiratory_model"]["events_per_flagged_epoch"] = per_flag
     diagnostics = {
-        "converged": bool(ok_stage and ok_resp),
-        "resp_f1_in_sample": f1,
+        "converged": fitted["converged"],
+        "resp_f1_in_sample": fitted["resp_f1"],
         "stage_counts": stage_counts,
         "n_epochs_fitted": int(rows.sum()),
         "resp_positive_epochs": int(r_all[rows].sum()),
@@ -517,10 +580,16 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
+def params_json(params: Mapping[str, Any]) -> str:
+    """The canonical text of a parameter set (sorted keys, fixed float precision): the same
+    parameters always give the same bytes, so a hash of them can name the model."""
+    return json.dumps(_jsonable(params), sort_keys=True, indent=1, allow_nan=False) + "\n"
+
+
 def save_model(params: dict, path: Path) -> None:
     """Write params as JSON deterministically (sorted keys, fixed float precision), atomically."""
     path = Path(path)
-    text = json.dumps(_jsonable(params), sort_keys=True, indent=1, allow_nan=False) + "\n"
+    text = params_json(params)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:

@@ -13,10 +13,15 @@ import os
 from dagster import AssetSelection, AutomationCondition, AutomationConditionSensorDefinition, DefaultSensorStatus
 
 
-def follows_upstream() -> AutomationCondition:
+def follows_upstream(ignore_missing: list[str] | None = None) -> AutomationCondition:
+    """``ignore_missing``: deps that may never have been materialized or observed without holding
+    the asset back (the production model before any promotion); their updates still count."""
+    missing = AutomationCondition.any_deps_missing()
+    if ignore_missing:
+        missing = missing.ignore(AssetSelection.assets(*ignore_missing))
     return (
         (AutomationCondition.any_deps_updated() | AutomationCondition.code_version_changed()).since_last_handled()
-        & ~AutomationCondition.any_deps_missing()
+        & ~missing
         & ~AutomationCondition.any_deps_in_progress()
         & ~AutomationCondition.in_progress()
     ).with_label("eager or new code version")

@@ -188,6 +188,7 @@ def _schemas() -> dict[str, TableSchema]:
             [
                 night_sql,
                 _col("sunalgo_version", "TEXT", "sunalgo release that produced the row", nullable=False),
+                _col("model_version", "TEXT", "version of the sunalgo model that predicted the row (models/<version>)"),
                 *[
                     _col(f"sunalgo_{n}", "DOUBLE PRECISION", f"sunalgo: {_SCORE_HELP.get(n, n)}")
                     for n in scores.SCORE_NAMES

@@ -12,10 +12,11 @@ from sunrise_assets.defs import catalog
 from sunrise_assets.defs.automation import automation_sensor
 from sunrise_assets.defs.bronze import bronze_night
 from sunrise_assets.defs.gold import clinical_scores, epoch_features, epoch_predictions, psg_agreement
-from sunrise_assets.defs.jobs import nightly_pipeline, validation_job
+from sunrise_assets.defs.jobs import model_job, nightly_pipeline, validation_job
 from sunrise_assets.defs.raw import raw_night
 from sunrise_assets.defs.sensors import raw_bucket_sensor
 from sunrise_assets.defs.silver import psg_labels, silver_signals
+from sunrise_assets.defs.stage_model import production_model, stage_model
 from sunrise_assets.defs.validation_summary import validation_summary
 from sunrise_assets.defs.warehouse import epoch_features_long, night_scores, psg_epoch_labels, training_epochs
 
@@ -33,6 +34,8 @@ ASSETS = [
     training_epochs,
     night_scores,
     validation_summary,
+    production_model,
+    stage_model,
 ]
 
 
@@ -58,7 +61,7 @@ def build_defs() -> Definitions:
     """Definitions with resources read from the environment now (the CLI and tests switch it)."""
     return Definitions(
         assets=catalog.annotate(ASSETS),  # owners, storage kinds, column schemas (catalog.py)
-        jobs=[nightly_pipeline, validation_job],
+        jobs=[nightly_pipeline, validation_job, model_job],
         sensors=[raw_bucket_sensor, automation_sensor],
         resources=make_resources(),
         # Backfills and automation runs use this executor (not the job's): in-process, as the job,

@@ -25,7 +25,7 @@ from sunrise_assets.defs.automation import follows_upstream
 from sunrise_assets.defs.checks import FEATURE_CHECKS, features_finite
 from sunrise_assets.defs.partitions import nights_backfill_policy, nights_partitions
 from sunrise_assets.defs.silver import load_manifest
-from sunrise_assets.domain import layout
+from sunrise_assets.domain import layout, model_store
 from sunrise_assets.domain.layer_files import read_json, read_parquet, write_json, write_parquet
 from sunrise_assets.domain.night_picture import night_picture_metadata
 from sunrise_assets.lib.night_batches import per_night
@@ -38,6 +38,10 @@ GOLD = dict(
     automation_condition=follows_upstream(),
 )
 ESTIMATED_EVENTS_KEY = b"sunalgo.estimated_events"
+MODEL_VERSION_KEY = b"sunalgo.model_version"
+# Predictions follow their deps like every layer, and the promoted model too; a production model
+# never observed yet (nothing promoted: the shipped parameters) does not hold them back.
+PREDICTIONS_AUTOMATION = follows_upstream(ignore_missing=["production_model"])
 
 
 def feature_matrix(table: pa.Table) -> np.ndarray:
@@ -84,16 +88,18 @@ def epoch_features(context: AssetExecutionContext, bucket: BucketResource):
 
 
 @asset(
-    deps=["epoch_features"],
+    deps=["epoch_features", "production_model"],
     kinds={"parquet", "sunalgo"},
-    **GOLD,
+    **(GOLD | {"automation_condition": PREDICTIONS_AUTOMATION}),
     description=(
-        "sunalgo predictions per epoch: stage (W/N1/N2/N3/REM) with its probabilities, and the probability that the "
-        "epoch holds an obstructive respiratory event."
+        "sunalgo predictions per epoch by the production model: stage (W/N1/N2/N3/REM) with its probabilities, and "
+        "the probability that the epoch holds an obstructive respiratory event. The model version is in the file "
+        "and in each night's metadata."
     ),
 )
 def epoch_predictions(context: AssetExecutionContext, bucket: BucketResource):
-    stage_model = model.load_model()
+    model_version = model_store.production_version(bucket)
+    stage_model = model_store.load_stage_model(bucket, model_version)
 
     def process(night: str):
         x = feature_matrix(read_parquet(bucket, layout.gold_features(night)))
@@ -108,12 +114,18 @@ def epoch_predictions(context: AssetExecutionContext, bucket: BucketResource):
                 "resp_event_prob": pa.array(pred.resp_event_prob),
                 "resp_event": pa.array(pred.resp_event),
             }
-        ).replace_schema_metadata({ESTIMATED_EVENTS_KEY: repr(float(pred.estimated_events)).encode()})
+        ).replace_schema_metadata(
+            {
+                ESTIMATED_EVENTS_KEY: repr(float(pred.estimated_events)).encode(),
+                MODEL_VERSION_KEY: model_version.encode(),
+            }
+        )
         write_parquet(bucket, layout.gold_predictions(night), table)
         return {
             context.asset_key: {
                 "dagster/row_count": int(pred.stage.size),
                 "estimated_respiratory_events": round(float(pred.estimated_events), 1),
+                "model_version": model_version,
             }
         }
 
@@ -162,14 +174,24 @@ def psg_scores(bucket: BucketResource, night: str) -> dict:
     )
 
 
-def load_predictions(bucket: BucketResource, night: str) -> tuple[np.ndarray, np.ndarray, float]:
-    table = read_parquet(bucket, layout.gold_predictions(night))
+def predictions_model_version(table: pa.Table) -> str | None:
+    """The version of the model that wrote a predictions file (None for files written before versions)."""
+    value = (table.schema.metadata or {}).get(MODEL_VERSION_KEY)
+    return value.decode() if value else None
+
+
+def prediction_arrays(table: pa.Table) -> tuple[np.ndarray, np.ndarray, float]:
+    """Stage codes, respiratory-event flags and the estimated event count of a predictions table."""
     estimated = float((table.schema.metadata or {}).get(ESTIMATED_EVENTS_KEY, b"nan"))
     return (
         table.column("stage_code").to_numpy().astype(np.int8),
         table.column("resp_event").to_numpy(zero_copy_only=False).astype(bool),
         estimated,
     )
+
+
+def load_predictions(bucket: BucketResource, night: str) -> tuple[np.ndarray, np.ndarray, float]:
+    return prediction_arrays(read_parquet(bucket, layout.gold_predictions(night)))
 
 
 @asset(
@@ -184,10 +206,12 @@ def load_predictions(bucket: BucketResource, night: str) -> tuple[np.ndarray, np
 )
 def clinical_scores(context: AssetExecutionContext, bucket: BucketResource):
     def process(night: str):
-        stage, resp_event, estimated = load_predictions(bucket, night)
+        predictions = read_parquet(bucket, layout.gold_predictions(night))
+        stage, resp_event, estimated = prediction_arrays(predictions)
         result = {
             "night": night,
             "sunalgo_version": sunalgo.__version__,
+            "model_version": predictions_model_version(predictions),
             "sunalgo": scores.clinical_scores(stage, respiratory_events=estimated, effort_epochs=resp_event),
             "psg": psg_scores(bucket, night),
         }

@@ -32,3 +32,12 @@ validation_job = define_asset_job(
     ),
     executor_def=executor_from_env(in_process_executor),
 )
+
+# The model fitted from the warehouse: on demand (`sunrise fit-model`, the UI), never by itself.
+MODEL = "model"
+model_job = define_asset_job(
+    "stage_model_job",
+    selection=AssetSelection.assets("stage_model"),
+    description="Fit sunalgo's model from the warehouse's training_epochs and write its model card.",
+    executor_def=executor_from_env(in_process_executor),
+)

@@ -110,7 +110,7 @@ def night_scores(context: AssetExecutionContext, bucket: BucketResource, warehou
     def process(night: str):
         clinical = read_json(bucket, layout.gold_scores(night))
         agreement = read_json(bucket, layout.gold_agreement(night))
-        row = {"sunalgo_version": clinical["sunalgo_version"]}
+        row = {"sunalgo_version": clinical["sunalgo_version"], "model_version": clinical.get("model_version")}
         row.update({f"sunalgo_{n}": clinical["sunalgo"].get(n) for n in scores.SCORE_NAMES})
         row.update({f"psg_{n}": clinical["psg"].get(n) for n in scores.SCORE_NAMES})
         row.update({f"agreement_{n}": agreement.get(n) for n in AGREEMENT_COLUMNS})

@@ -1,0 +1,68 @@
+"""Fitting and promoting sunalgo's model through Dagster.
+
+Fitting is a run of ``stage_model_job`` on the instance (its history, its metadata in the UI).
+Promotion records the choice in the bucket (models/production.json) and reports a materialization of
+``production_model`` whose data version is the model version: Dagster then shows gold as stale and
+declarative automation re-runs gold and the warehouse, batched like any backfill. Promoting the
+version already in production changes nothing and records nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dagster import AssetKey, AssetMaterialization, DagsterInstance
+
+from resources.bucket import BucketResource
+from sunrise_assets.dagster_internals.names import DATA_VERSION_TAG
+from sunrise_assets.domain import model_store
+
+PRODUCTION_MODEL = AssetKey("production_model")
+STAGE_MODEL = AssetKey("stage_model")
+
+
+@dataclass
+class FitReport:
+    run_id: str
+    version: str | None
+    error: str | None
+
+
+def fit_model(instance: DagsterInstance) -> FitReport:
+    """One run of stage_model_job: the model fitted from the warehouse, its version (or the error)."""
+    from sunrise_assets.definitions import build_defs
+    from sunrise_assets.defs.jobs import model_job
+
+    job = build_defs().resolve_job_def(model_job.name)
+    result = job.execute_in_process(instance=instance, raise_on_error=False)
+    if not result.success:
+        errors = [
+            e.step_failure_data.error.message.strip()
+            for e in result.all_events
+            if e.is_step_failure and e.step_failure_data.error is not None
+        ]
+        return FitReport(result.run_id, None, "; ".join(errors) or "the run failed")
+    materialization = result.asset_materializations_for_node("stage_model")[-1]
+    return FitReport(result.run_id, str(materialization.metadata["model_version"].value), None)
+
+
+def promote(instance: DagsterInstance, bucket: BucketResource, version: str) -> bool:
+    """Make ``version`` production; False (and no observation) when it already is."""
+    if not model_store.promote(bucket, version):
+        return False
+    observe_production(instance, bucket)
+    return True
+
+
+def observe_production(instance: DagsterInstance, bucket: BucketResource) -> str:
+    """Report the production model as a (runless) materialization of production_model, the model
+    version as its data version: automation sees its dependents' parent updated."""
+    version = model_store.production_version(bucket)
+    instance.report_runless_asset_event(
+        AssetMaterialization(
+            asset_key=PRODUCTION_MODEL,
+            tags={DATA_VERSION_TAG: version},
+            metadata={"model_version": version, "params": bucket.describe(model_store.params_path(version))},
+        )
+    )
+    return version

@@ -1,0 +1,200 @@
+"""The model loop on a real instance: fit from the warehouse, card, promote, re-run what it affects.
+
+Twelve generated nights go through the real pipeline (embedded default), then ``stage_model`` is
+materialized. The model card's held-out metrics are recomputed here from the warehouse rows by
+another route (plain numpy counts of the held-out subjects' epochs); promotion is checked by
+running declarative automation to quiescence and counting materializations per asset.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections import Counter
+
+import numpy as np
+import pytest
+from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, evaluate_automation_conditions
+
+from sunalgo import model, subject_split
+from sunalgo.features import FEATURE_NAMES
+from sunalgo.labels import STAGES
+from tests.conftest import use_embedded_workdir
+
+N_NIGHTS = 12
+
+
+@pytest.fixture(scope="module")
+def loop_env(tmp_path_factory):
+    from resources.bucket import BucketResource
+    from sunrise_assets.lib.ingest import ingest
+    from sunrise_assets.synthetic.generate import generate_bucket
+
+    work = tmp_path_factory.mktemp("model-loop")
+    with pytest.MonkeyPatch.context() as mp:
+        use_embedded_workdir(work, mp)
+        generate_bucket(work / "bucket", N_NIGHTS, seed=31)
+        bucket = BucketResource(url=str(work / "bucket"))
+        instance = DagsterInstance.get()
+        report = ingest(bucket, instance)
+        assert not report.failed
+        yield {"work": work, "bucket": bucket, "instance": instance}
+        instance.dispose()
+
+
+def _warehouse(work) -> sqlite3.Connection:
+    return sqlite3.connect(work / "warehouse.sqlite")
+
+
+def _materializations(instance: DagsterInstance) -> Counter:
+    counts: Counter = Counter()
+    for key in instance.get_asset_keys():
+        counts[key.to_user_string()] = len(
+            instance.fetch_materializations(AssetRecordsFilter(asset_key=key), limit=10_000).records
+        )
+    return counts
+
+
+_CURSOR: dict = {}  # the automation cursor across calls, as the daemon keeps it across ticks
+
+
+def _run_automation_to_quiescence(instance: DagsterInstance, rounds: int = 8) -> None:
+    """What the daemon does: evaluate the conditions, run what they request, until nothing is requested."""
+    from sunrise_assets.definitions import build_defs
+
+    defs = build_defs()
+    job = defs.resolve_implicit_global_asset_job_def()
+    nights = instance.get_dynamic_partitions("nights")
+    for _ in range(rounds):
+        result = evaluate_automation_conditions(defs=defs, instance=instance, cursor=_CURSOR.get("cursor"))
+        _CURSOR["cursor"] = result.cursor
+        if result.total_requested == 0:
+            return
+        partitioned, unpartitioned = set(), set()
+        for key in {r.key for r in result.results}:
+            requested = result.get_requested_partitions(key)
+            if requested:
+                (unpartitioned if requested == {None} else partitioned).add(key)
+        if partitioned:
+            tags = {"dagster/asset_partition_range_start": nights[0], "dagster/asset_partition_range_end": nights[-1]}
+            job.get_subset(asset_selection=partitioned).execute_in_process(instance=instance, tags=tags)
+        if unpartitioned:
+            job.get_subset(asset_selection=unpartitioned).execute_in_process(instance=instance)
+    raise AssertionError("automation did not settle")
+
+
+@pytest.fixture(scope="module")
+def fitted(loop_env):
+    from sunrise_assets.lib.model_ops import fit_model
+
+    report = fit_model(loop_env["instance"])
+    assert report.error is None, report.error
+    return report.version
+
+
+def test_fit_writes_content_addressed_params_and_a_card(loop_env, fitted):
+    from sunrise_assets.domain import model_store
+
+    bucket = loop_env["bucket"]
+    data = bucket.read_bytes(model_store.params_path(fitted))
+    assert model_store.version_of(data) == fitted
+    card = model_store.load_card(bucket, fitted)
+    assert card["model_version"] == fitted and card["features"] == list(FEATURE_NAMES)
+    assert card["training"]["nights"] + card["held_out"]["n_nights"] == N_NIGHTS
+
+
+def test_an_identical_refit_gives_the_same_version(loop_env, fitted):
+    from sunrise_assets.lib.model_ops import fit_model
+
+    assert fit_model(loop_env["instance"]).version == fitted
+
+
+def test_no_subject_on_both_sides_and_the_card_is_recomputed_independently(loop_env, fitted):
+    from sunrise_assets.domain import model_store
+
+    bucket = loop_env["bucket"]
+    card = model_store.load_card(bucket, fitted)
+    params = json.loads(bucket.read_bytes(model_store.params_path(fitted)))
+    stage_model = model.model_from_params(params)
+    columns = ", ".join(f'"{n}"' for n in FEATURE_NAMES)
+    with _warehouse(loop_env["work"]) as conn:
+        nights = [r[0] for r in conn.execute("SELECT DISTINCT night_id FROM training_epochs")]
+        held = [n for n in nights if subject_split.is_held_out(subject_split.subject_of(n))]
+        train = [n for n in nights if n not in held]
+        assert held and train
+        assert not {subject_split.subject_of(n) for n in held} & {subject_split.subject_of(n) for n in train}
+        assert card["held_out"]["n_nights"] == len(held) and card["training"]["nights"] == len(train)
+        truth, predicted = [], []
+        for night in held:
+            rows = conn.execute(
+                f"SELECT {columns}, psg_stage FROM training_epochs WHERE night_id = ? ORDER BY epoch", (night,)
+            ).fetchall()
+            x = np.array([[np.nan if v is None else v for v in r[:-1]] for r in rows], dtype=float)
+            truth += [STAGES.index(r[-1]) if r[-1] in STAGES else -1 for r in rows]
+            predicted += model.predict(x, stage_model).stage.tolist()
+    truth, predicted = np.array(truth), np.array(predicted)
+    both = (truth >= 0) & (predicted >= 0)
+    t, p = truth[both], predicted[both]
+    accuracy = float(np.mean(t == p))
+    # Cohen's kappa from its definition: observed vs chance agreement of the two marginals.
+    chance = sum(np.mean(t == s) * np.mean(p == s) for s in range(len(STAGES)))
+    kappa = (accuracy - chance) / (1 - chance)
+    assert card["held_out"]["n_epochs"] == int(both.sum())
+    assert card["held_out"]["accuracy"] == pytest.approx(accuracy, abs=1e-9)
+    assert card["held_out"]["kappa_5class"] == pytest.approx(kappa, abs=1e-9)
+
+
+def test_promotion_reruns_exactly_what_the_model_affects(loop_env, fitted):
+    from sunrise_assets.domain import model_store
+    from sunrise_assets.lib.model_ops import promote
+
+    instance, bucket = loop_env["instance"], loop_env["bucket"]
+    _run_automation_to_quiescence(instance)  # whatever the ingest left for automation
+    before = _materializations(instance)
+    assert promote(instance, bucket, fitted) is True
+    assert model_store.production_version(bucket) == fitted
+    _run_automation_to_quiescence(instance)
+    after = _materializations(instance)
+    changed = {key: after[key] - before[key] for key in after if after[key] != before[key]}
+    per_night = {"epoch_predictions", "clinical_scores", "psg_agreement", "night_scores"}
+    # the promotion itself (one reported materialization), then exactly what reads the predictions
+    assert changed == {"production_model": 1, **{k: N_NIGHTS for k in per_night}, "validation_summary": 1}
+
+    # every gold document and warehouse row now names the promoted model
+    night = instance.get_dynamic_partitions("nights")[0]
+    from sunrise_assets.domain import layout
+    from sunrise_assets.domain.layer_files import read_json
+
+    assert read_json(bucket, layout.gold_scores(night))["model_version"] == fitted
+    with _warehouse(loop_env["work"]) as conn:
+        assert {r[0] for r in conn.execute("SELECT DISTINCT model_version FROM night_scores")} == {fitted}
+
+    # promoting it again, or an identical refit, changes nothing
+    assert promote(instance, bucket, fitted) is False
+    _run_automation_to_quiescence(instance)
+    assert _materializations(instance) == after
+
+
+def test_lineage_names_the_model_of_a_night(loop_env, fitted):
+    from sunrise_assets.cli.lineage import night_lineage
+
+    instance = loop_env["instance"]
+    night = instance.get_dynamic_partitions("nights")[-1]
+    entries = {e["asset"]: e for e in night_lineage(instance, night)}
+    assert entries["epoch_predictions"]["model_version"] in {fitted, _shipped()}
+    assert entries["bronze_recording"]["inputs"] and entries["raw_night"]["data_version"]
+    assert all("run_id" in e for e in entries.values())
+    assert entries["training_epochs"]["inputs"].keys() == {"epoch_features_long", "psg_epoch_labels"}
+
+
+def _shipped() -> str:
+    from sunrise_assets.domain import model_store
+
+    return model_store.shipped_version()
+
+
+def test_production_model_key_is_a_dependency_of_predictions():
+    from sunrise_assets.definitions import build_defs
+
+    graph = build_defs().resolve_asset_graph()
+    assert AssetKey("production_model") in graph.get(AssetKey("epoch_predictions")).parent_keys
