@@ -217,8 +217,8 @@ def test_records_must_describe_the_same_nights(psg):
 def test_permuted_stage_weights_make_a_worse_candidate_end_to_end():
     """Real predictions: production is the shipped model, the candidate the same model with its
     stage weights assigned to the wrong stages."""
-    from sunrise_assets.synthetic import synthesize_night
-    from sunrise_assets.training import night_training_arrays
+    from sunrise_assets.synthetic.bootstrap_fit import night_training_arrays
+    from sunrise_assets.synthetic.simulator import synthesize_night
 
     params = json.loads(sm.DEFAULT_PARAMS_PATH.read_text())
     broken = json.loads(json.dumps(params))

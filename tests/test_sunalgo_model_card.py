@@ -18,8 +18,8 @@ from sunalgo.warehouse_fit import TrainingNight
 
 @pytest.fixture(scope="module")
 def held_out_nights() -> list[TrainingNight]:
-    from sunrise_assets.synthetic import synthesize_night
-    from sunrise_assets.training import night_training_arrays
+    from sunrise_assets.synthetic.bootstrap_fit import night_training_arrays
+    from sunrise_assets.synthetic.simulator import synthesize_night
 
     nights = []
     for i in range(8):  # 4 subjects x 2 nights

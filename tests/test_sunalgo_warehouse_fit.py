@@ -30,8 +30,8 @@ from sunalgo.warehouse_fit import (
 @lru_cache(maxsize=4)
 def synthetic_pool(n_nights: int, n_epochs: int | None = None) -> tuple[TrainingNight, ...]:
     """Training nights from the platform's synthetic generator (features through the real chain)."""
-    from sunrise_assets.synthetic import synthesize_night
-    from sunrise_assets.training import night_training_arrays
+    from sunrise_assets.synthetic.bootstrap_fit import night_training_arrays
+    from sunrise_assets.synthetic.simulator import synthesize_night
 
     nights = []
     for i in range(n_nights):

@@ -12,7 +12,7 @@ from sunrise_assets.defs import catalog
 from sunrise_assets.domain import layout
 from sunrise_assets.domain.layer_files import read_parquet
 
-LAYERS = {"raw", "bronze", "silver", "gold", "warehouse", "validation"}  # validation: the cross-night summary
+LAYERS = {"raw", "bronze", "silver", "gold", "warehouse", "validation", "model"}  # validation: the cross-night summary
 PARQUET = {
     "silver_signals": layout.silver_signals,
     "psg_hypnogram": layout.silver_hypnogram,
@@ -43,7 +43,7 @@ def test_every_asset_is_described_grouped_owned_and_kinded():
         kinds = {t.removeprefix("dagster/kind/") for t in node.tags if t.startswith("dagster/kind/")}
         assert storage[node.group_name] in kinds, f"{name}: no storage kind in {kinds}"
         assert len(kinds) >= 2, f"{name}: kinds {kinds}"
-        if node.group_name != "raw":
+        if node.is_materializable:  # raw_night and production_model are external: reported, not computed
             assert node.code_version, f"{name}: no code version"
         tabular = name in PARQUET or name in SQL
         assert ("dagster/column_schema" in node.metadata) == tabular, f"{name}: column schema presence"
@@ -59,6 +59,7 @@ def test_storage_kinds_follow_the_configured_backends(monkeypatch):
         "gold": "gcs",
         "warehouse": "postgres",
         "validation": "gcs",
+        "model": "gcs",
     }
     monkeypatch.setenv("SUNRISE_BUCKET", "/data/bucket")
     monkeypatch.setenv("SUNRISE_WAREHOUSE_URL", "sqlite:////data/warehouse.sqlite")

@@ -41,7 +41,7 @@ def warehouse_kind() -> str:
 
 
 def storage_kinds() -> dict[str, str]:
-    """Storage kind per asset group (raw, the file layers and the validation summary live in the bucket)."""
+    """Storage kind per asset group (raw, the file layers, the validation summary and the models live in the bucket)."""
     bucket = bucket_kind()
     return {
         "raw": bucket,
@@ -50,6 +50,7 @@ def storage_kinds() -> dict[str, str]:
         "gold": bucket,
         "warehouse": warehouse_kind(),
         "validation": bucket,
+        "model": bucket,  # models/<version>/ and models/production.json
     }
 
 
