@@ -132,6 +132,7 @@ SLOW_MODULES = {
     "test_training",
     "test_bad_inputs",
     "test_secrets_ui",
+    "test_model_loop",
 }
 
 
