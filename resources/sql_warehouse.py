@@ -296,11 +296,33 @@ class WarehouseResource(ConfigurableResource):
             self._begin_night(conn, "scores", night)
             conn.execute(text(f"INSERT INTO night_scores ({cols}) VALUES ({binds})"), params)
 
+    def replace_candidate_scores(self, candidate: str, rows: Sequence[Mapping[str, Any]]) -> int:
+        """A candidate's rows (night_id, model_version, score, value), replacing its previous ones."""
+        stmts = sql_statements("candidate_scores.sql")
+        with self.engine.begin() as conn:
+            self._lock(conn, "night", f"candidate\x1f{candidate}")
+            conn.execute(text(stmts["delete"]), {"candidate": candidate})
+            if rows:
+                conn.execute(
+                    text(stmts["insert"]),
+                    [{**row, "candidate": candidate, "value": _none_if_nan(row["value"])} for row in rows],
+                )
+        return len(rows)
+
+    def delete_candidate(self, candidate: str) -> int:
+        """Drop a candidate's rows; how many there were."""
+        with self.engine.begin() as conn:
+            self._lock(conn, "night", f"candidate\x1f{candidate}")
+            stmt = sql_statements("candidate_scores.sql")["delete"]
+            return int(conn.execute(text(stmt), {"candidate": candidate}).rowcount)
+
     def delete_nights(self, nights: Iterable[str]) -> dict[str, int]:
         """Delete the nights from every table, in one transaction; rows deleted per table."""
         stmts = sql_statements("replace_night.sql")
         deleted: dict[str, int] = {}
         with self.engine.begin() as conn:
+            for statement in split_statements(sql_file("schema.sql")):  # tables added since the last load
+                conn.execute(text(statement))
             for night in nights:
                 for name, statement in stmts.items():
                     self._lock(conn, "night", f"{name.removeprefix('delete_')}\x1f{night}")

@@ -7,3 +7,5 @@ DELETE FROM psg_epoch_labels WHERE night_id = :night_id;
 DELETE FROM training_epochs WHERE night_id = :night_id;
 -- name: delete_scores
 DELETE FROM night_scores WHERE night_id = :night_id;
+-- name: delete_candidate_scores
+DELETE FROM candidate_scores WHERE night_id = :night_id;

@@ -25,3 +25,15 @@ CREATE TABLE IF NOT EXISTS warehouse_meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+
+-- Candidates' scores, long (one row per candidate x night x score): a candidate's namespace in the
+-- warehouse, beside production's night_scores and never mixed with it. The primary key, candidate
+-- first, serves replacing or dropping a candidate and reading one side by side with production.
+CREATE TABLE IF NOT EXISTS candidate_scores (
+    candidate TEXT NOT NULL,
+    night_id TEXT NOT NULL,
+    model_version TEXT NOT NULL,
+    score TEXT NOT NULL,
+    value DOUBLE PRECISION,
+    PRIMARY KEY (candidate, night_id, score)
+);

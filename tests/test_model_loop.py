@@ -144,6 +144,93 @@ def test_no_subject_on_both_sides_and_the_card_is_recomputed_independently(loop_
     assert card["held_out"]["kappa_5class"] == pytest.approx(kappa, abs=1e-9)
 
 
+def _production_snapshot(work) -> dict:
+    """Every production object's bytes (hash) and every production warehouse row."""
+    import hashlib
+
+    bucket_dir = work / "bucket"
+    files = {
+        str(path.relative_to(bucket_dir)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(bucket_dir.rglob("*"))
+        if path.is_file() and not str(path.relative_to(bucket_dir)).startswith(("candidates/", "models/"))
+    }
+    with _warehouse(work) as conn:
+        tables = {
+            table: conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall()
+            for table in ("epoch_features_long", "psg_epoch_labels", "training_epochs", "night_scores")
+        }
+    return {"files": files, "tables": tables}
+
+
+def _cli(*args: str):
+    from typer.testing import CliRunner
+
+    from sunrise_assets.cli.app import app
+
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def _degraded_params(tmp_path) -> str:
+    """The shipped model with its stage weights permuted across stages: a worse model."""
+    params = json.loads(model.DEFAULT_PARAMS_PATH.read_text())
+    weights = np.asarray(params["stage_model"]["weights"])
+    params["stage_model"]["weights"] = weights[:, [2, 4, 0, 1, 3]].tolist()
+    path = tmp_path / "degraded.json"
+    path.write_text(json.dumps(params))
+    return str(path)
+
+
+def test_candidates_are_compared_and_dropped_without_touching_production(loop_env, tmp_path):
+    from sunrise_assets.domain import candidates
+
+    work, bucket = loop_env["work"], loop_env["bucket"]
+    before = _production_snapshot(work)
+    nights = loop_env["instance"].get_dynamic_partitions("nights")
+    night_args = [a for n in nights for a in ("--nights", n)]
+
+    # equal to production: every change exactly 0, every verdict "no significant change"
+    _cli("candidate", "run", "same", "--params", str(model.DEFAULT_PARAMS_PATH), *night_args, "--workdir", str(work))
+    _cli("candidate", "compare", "same", "--workdir", str(work))
+    same = candidates.load_comparison(bucket, "same")
+    assert same["n_nights"] == N_NIGHTS
+    rows = [*same["scores"].values(), *same["epochs"].values()]
+    assert {r["verdict"] for r in rows} == {"no significant change"}
+    for row in same["scores"].values():
+        assert (
+            row["mae_change"]["estimate"] == 0 and row["mae_change"]["ci_lower"] == row["mae_change"]["ci_upper"] == 0
+        )
+    for row in same["epochs"].values():
+        assert row["change"]["estimate"] == 0 and row["change"]["ci_lower"] == row["change"]["ci_upper"] == 0
+
+    # degraded: worse kappa and accuracy, the CI of the change below 0
+    report_path = tmp_path / "worse.json"
+    _cli("candidate", "run", "worse", "--params", _degraded_params(tmp_path), *night_args, "--workdir", str(work))
+    output = _cli("candidate", "compare", "worse", "--json", str(report_path), "--workdir", str(work))
+    worse = json.loads(report_path.read_text())
+    for metric in ("kappa_5class", "accuracy"):
+        row = worse["epochs"][metric]
+        assert row["verdict"] == "worse" and row["change"]["ci_upper"] < 0, (metric, row)
+    assert "worse" in output
+    with _warehouse(work) as conn:
+        assert {r[0] for r in conn.execute("SELECT DISTINCT candidate FROM candidate_scores")} == {"same", "worse"}
+
+    # the candidates' assets are in the code location, beside production
+    from sunrise_assets.definitions import build_defs
+
+    keys = {k.to_user_string() for k in build_defs().resolve_asset_graph().get_all_asset_keys()}
+    assert {"candidate/same/gold", "candidate/worse/comparison"} <= keys
+
+    for name in ("same", "worse"):
+        output = _cli("candidate", "drop", name, "--workdir", str(work))
+        assert f"dropped candidate {name}" in output
+        assert not any(o.path.startswith(f"candidates/{name}/") for o in bucket.list("candidates/"))
+    with _warehouse(work) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM candidate_scores").fetchone()[0] == 0
+    assert _production_snapshot(work) == before
+
+
 def test_promotion_reruns_exactly_what_the_model_affects(loop_env, fitted):
     from sunrise_assets.domain import model_store
     from sunrise_assets.lib.model_ops import promote

@@ -90,6 +90,7 @@ def test_replacing_a_night_is_idempotent_and_leaves_others(wh):
         "psg_epoch_labels": 2,
         "training_epochs": 2,
         "night_scores": 0,
+        "candidate_scores": 0,
     }
     assert [r["night_id"] for r in wh.query("SELECT DISTINCT night_id FROM training_epochs")] == ["n1"]
 

@@ -60,6 +60,7 @@ def test_storage_kinds_follow_the_configured_backends(monkeypatch):
         "warehouse": "postgres",
         "validation": "gcs",
         "model": "gcs",
+        "candidates": "gcs",
     }
     monkeypatch.setenv("SUNRISE_BUCKET", "/data/bucket")
     monkeypatch.setenv("SUNRISE_WAREHOUSE_URL", "sqlite:////data/warehouse.sqlite")

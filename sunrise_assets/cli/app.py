@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from sunrise_assets.cli import bench, demo, deploy, export, lineage, modelling, nights, psg, ui
+from sunrise_assets.cli import bench, candidate, demo, deploy, export, lineage, modelling, nights, psg, ui
 from sunrise_assets.cli.console import UserError, command_path, error_exit
 
 app = typer.Typer(
@@ -24,6 +24,7 @@ app.command()(nights.scores)
 app.command()(demo.demo)
 app.command("fit-model")(modelling.fit_model)
 app.add_typer(modelling.model_app, name="model")
+app.add_typer(candidate.candidate_app, name="candidate")
 app.command()(lineage.lineage)
 app.command()(nights.locate)
 app.command()(nights.refresh)

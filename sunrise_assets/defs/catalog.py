@@ -51,6 +51,7 @@ def storage_kinds() -> dict[str, str]:
         "warehouse": warehouse_kind(),
         "validation": bucket,
         "model": bucket,  # models/<version>/ and models/production.json
+        "candidates": bucket,  # candidates/<name>/ (and the candidate_scores table)
     }
 
 

@@ -11,6 +11,7 @@ from sunrise_assets import settings
 from sunrise_assets.defs import catalog
 from sunrise_assets.defs.automation import automation_sensor
 from sunrise_assets.defs.bronze import bronze_night
+from sunrise_assets.defs.candidate_assets import registered_candidate_assets
 from sunrise_assets.defs.gold import clinical_scores, epoch_features, epoch_predictions, psg_agreement
 from sunrise_assets.defs.jobs import model_job, nightly_pipeline, validation_job
 from sunrise_assets.defs.raw import raw_night
@@ -58,12 +59,15 @@ def make_resources() -> dict[str, object]:
 
 
 def build_defs() -> Definitions:
-    """Definitions with resources read from the environment now (the CLI and tests switch it)."""
+    """Definitions with resources read from the environment now (the CLI and tests switch it), and
+    the assets of every candidate registered in the bucket (defs/candidate_assets.py)."""
+    resources = make_resources()
+    candidate_assets = registered_candidate_assets(resources["bucket"])
     return Definitions(
-        assets=catalog.annotate(ASSETS),  # owners, storage kinds, column schemas (catalog.py)
+        assets=catalog.annotate([*ASSETS, *candidate_assets]),  # owners, storage kinds, column schemas
         jobs=[nightly_pipeline, validation_job, model_job],
         sensors=[raw_bucket_sensor, automation_sensor],
-        resources=make_resources(),
+        resources=resources,
         # Backfills and automation runs use this executor (not the job's): in-process, as the job,
         # since a process per step costs more than the step. SUNRISE_EXECUTOR=cloud_run: Cloud Run executions.
         executor=executor_from_env(in_process_executor),

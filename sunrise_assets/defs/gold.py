@@ -4,6 +4,8 @@ Every asset here carries sunalgo's version as its code version: bumping sunalgo 
 gold and the warehouse stale.
 """
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -102,24 +104,7 @@ def epoch_predictions(context: AssetExecutionContext, bucket: BucketResource):
     stage_model = model_store.load_stage_model(bucket, model_version)
 
     def process(night: str):
-        x = feature_matrix(read_parquet(bucket, layout.gold_features(night)))
-        pred = model.predict(x, stage_model)
-        names = np.array([*STAGES, None], dtype=object)[np.where(pred.stage >= 0, pred.stage, len(STAGES))]
-        table = pa.table(
-            {
-                "epoch": pa.array(np.arange(pred.stage.size, dtype=np.int32)),
-                "stage_code": pa.array(pred.stage.astype(np.int8)),
-                "stage": pa.array(names.tolist(), type=pa.string()),
-                **{f"p_{s}": pa.array(pred.proba[:, i]) for i, s in enumerate(STAGES)},
-                "resp_event_prob": pa.array(pred.resp_event_prob),
-                "resp_event": pa.array(pred.resp_event),
-            }
-        ).replace_schema_metadata(
-            {
-                ESTIMATED_EVENTS_KEY: repr(float(pred.estimated_events)).encode(),
-                MODEL_VERSION_KEY: model_version.encode(),
-            }
-        )
+        pred, table = predict_night(bucket, night, stage_model, model_version)
         write_parquet(bucket, layout.gold_predictions(night), table)
         return {
             context.asset_key: {
@@ -130,6 +115,58 @@ def epoch_predictions(context: AssetExecutionContext, bucket: BucketResource):
         }
 
     yield from per_night(context, process)
+
+
+def predict_night(
+    bucket: BucketResource, night: str, stage_model: model.StageModel, model_version: str
+) -> tuple[model.Predictions, pa.Table]:
+    """The night's predictions by ``stage_model``, and the table that stores them (version inside)."""
+    pred = model.predict(feature_matrix(read_parquet(bucket, layout.gold_features(night))), stage_model)
+    names = np.array([*STAGES, None], dtype=object)[np.where(pred.stage >= 0, pred.stage, len(STAGES))]
+    table = pa.table(
+        {
+            "epoch": pa.array(np.arange(pred.stage.size, dtype=np.int32)),
+            "stage_code": pa.array(pred.stage.astype(np.int8)),
+            "stage": pa.array(names.tolist(), type=pa.string()),
+            **{f"p_{s}": pa.array(pred.proba[:, i]) for i, s in enumerate(STAGES)},
+            "resp_event_prob": pa.array(pred.resp_event_prob),
+            "resp_event": pa.array(pred.resp_event),
+        }
+    ).replace_schema_metadata(
+        {
+            ESTIMATED_EVENTS_KEY: repr(float(pred.estimated_events)).encode(),
+            MODEL_VERSION_KEY: model_version.encode(),
+        }
+    )
+    return pred, table
+
+
+def clinical_document(night: str, predictions: pa.Table, psg: dict[str, float | None]) -> dict[str, Any]:
+    """The clinical_scores document of a night: sunalgo's scores from its predictions beside the PSG's."""
+    stage, resp_event, estimated = prediction_arrays(predictions)
+    return {
+        "night": night,
+        "sunalgo_version": sunalgo.__version__,
+        "model_version": predictions_model_version(predictions),
+        "sunalgo": scores.clinical_scores(stage, respiratory_events=estimated, effort_epochs=resp_event),
+        "psg": psg,
+    }
+
+
+def agreement_document(night: str, psg_stages: np.ndarray, stage: np.ndarray, clinical: dict) -> dict[str, Any]:
+    """The psg_agreement document: epoch agreement, score biases and the confusion matrix (rows PSG)."""
+    cm = agreement.confusion_matrix(psg_stages, stage)
+    result = {
+        **agreement.agreement_from_confusion(cm),
+        **agreement.score_bias(clinical["psg"], clinical["sunalgo"]),
+    }
+    result["tst_difference_min"] = result["tst_bias_min"]  # the older name, kept for night_scores and the UI
+    # The matrix (rows PSG, columns sunalgo) lets validation_summary pool epochs over nights.
+    return {"night": night, **result, "confusion_matrix": cm.tolist()}
+
+
+def psg_stages_of(bucket: BucketResource, night: str) -> np.ndarray:
+    return read_parquet(bucket, layout.silver_hypnogram(night)).column("stage_code").to_numpy().astype(np.int8)
 
 
 def _psg_labels(bucket: BucketResource, night: str) -> tuple[np.ndarray, pd.DataFrame]:
@@ -207,14 +244,7 @@ def load_predictions(bucket: BucketResource, night: str) -> tuple[np.ndarray, np
 def clinical_scores(context: AssetExecutionContext, bucket: BucketResource):
     def process(night: str):
         predictions = read_parquet(bucket, layout.gold_predictions(night))
-        stage, resp_event, estimated = prediction_arrays(predictions)
-        result = {
-            "night": night,
-            "sunalgo_version": sunalgo.__version__,
-            "model_version": predictions_model_version(predictions),
-            "sunalgo": scores.clinical_scores(stage, respiratory_events=estimated, effort_epochs=resp_event),
-            "psg": psg_scores(bucket, night),
-        }
+        result = clinical_document(night, predictions, psg_scores(bucket, night))
         write_json(bucket, layout.gold_scores(night), result)
         meta = {f"sunalgo_{k}": v for k, v in result["sunalgo"].items() if k in KEY_SCORES and v is not None}
         meta.update({f"psg_{k}": v for k, v in result["psg"].items() if k in KEY_SCORES and v is not None})
@@ -244,20 +274,13 @@ AGREEMENT_CODE_VERSION = f"{sunalgo.__version__}+agreement.2"
 )
 def psg_agreement(context: AssetExecutionContext, bucket: BucketResource):
     def process(night: str):
-        psg_stages = (
-            read_parquet(bucket, layout.silver_hypnogram(night)).column("stage_code").to_numpy().astype(np.int8)
-        )
+        psg_stages = psg_stages_of(bucket, night)
         stage, resp_event, _ = load_predictions(bucket, night)
         # Both sides' scores as clinical_scores wrote them: read, never recomputed.
         clinical = read_json(bucket, layout.gold_scores(night))
-        cm = agreement.confusion_matrix(psg_stages, stage)
-        result = {
-            **agreement.agreement_from_confusion(cm),
-            **agreement.score_bias(clinical["psg"], clinical["sunalgo"]),
-        }
-        result["tst_difference_min"] = result["tst_bias_min"]  # the older name, kept for night_scores and the UI
-        # The matrix (rows PSG, columns sunalgo) lets validation_summary pool epochs over nights.
-        write_json(bucket, layout.gold_agreement(night), {"night": night, **result, "confusion_matrix": cm.tolist()})
+        document = agreement_document(night, psg_stages, stage, clinical)
+        write_json(bucket, layout.gold_agreement(night), document)
+        result = {k: v for k, v in document.items() if k not in ("night", "confusion_matrix")}
         picture = night_picture_metadata(  # the hypnograms, events marked, and the key scores (UI only)
             psg_stages,
             stage,

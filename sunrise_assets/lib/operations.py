@@ -11,7 +11,7 @@ from resources.bucket import BucketResource
 from resources.sql_warehouse import WarehouseResource
 from sunrise_assets.defs.jobs import LAYERS, VALIDATION
 from sunrise_assets.defs.partitions import NIGHTS_PER_RUN, nights_partitions
-from sunrise_assets.domain import layout
+from sunrise_assets.domain import candidates, layout
 from sunrise_assets.domain.anonymise import validate_night_key
 from sunrise_assets.domain.raw_nights import contiguous_batches, load_source
 
@@ -95,6 +95,7 @@ def forget(night: str, bucket: BucketResource, warehouse: WarehouseResource, ins
         report.raw_objects += int(bucket.delete(layout.raw_index(night)))
     for layer in ("bronze", "silver", "gold"):
         report.layer_objects[layer] = bucket.delete_prefix(f"{layer}/{night}/")
+    report.layer_objects["candidates"] = forget_in_candidates(bucket, night)
     report.warehouse_rows = warehouse.delete_nights([night])
     if night in instance.get_dynamic_partitions(nights_partitions.name):
         from sunrise_assets.definitions import build_defs
@@ -116,3 +117,18 @@ def forget(night: str, bucket: BucketResource, warehouse: WarehouseResource, ins
 
         report.summary_run_id, report.summary_error = run_validation(instance)
     return report
+
+
+def forget_in_candidates(bucket: BucketResource, night: str) -> int:
+    """Take the night out of every candidate: its objects, its place in the candidate's night list,
+    and the candidate's comparison report (it may name the night; `sunrise candidate compare` redoes it)."""
+    deleted = 0
+    for name in candidates.list_names(bucket):
+        candidate = candidates.load(bucket, name)
+        if night not in candidate.nights:
+            continue
+        deleted += bucket.delete_prefix(f"{candidates.prefix(name)}gold/{night}/")
+        deleted += int(bucket.delete(candidates.comparison_path(name)))
+        nights = [n for n in candidate.nights if n != night]
+        candidates.save(bucket, candidates.Candidate(name, candidate.model_version, nights, candidate.source))
+    return deleted

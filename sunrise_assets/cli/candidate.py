@@ -1,0 +1,192 @@
+"""`sunrise candidate run | compare | promote | drop | list`: a model beside production on the same
+nights, compared before anything of production changes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from sunrise_assets import settings
+from sunrise_assets.cli.console import UserError, WorkdirOpt, bucket_from_option, out, warehouse_from_settings
+
+candidate_app = typer.Typer(
+    help="Candidates: run a model beside production on the same nights, compare, promote or drop it.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+NameArg = Annotated[str, typer.Argument(help="Candidate name: lower-case letters, digits and _.")]
+
+
+def _materialize(name: str, what: str) -> str:
+    """One run of a candidate asset on the instance; returns the run id (UserError when it fails)."""
+    from dagster import DagsterInstance
+
+    from sunrise_assets.definitions import build_defs
+    from sunrise_assets.defs.candidate_assets import candidate_key
+
+    defs = build_defs()  # reads the registry: the candidate's assets are there
+    job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection={candidate_key(name, what)})
+    with DagsterInstance.get() as instance:
+        result = job.execute_in_process(instance=instance, raise_on_error=False)
+    if not result.success:
+        errors = [
+            e.step_failure_data.error.message.strip()
+            for e in result.all_events
+            if e.is_step_failure and e.step_failure_data.error is not None
+        ]
+        raise UserError(f"candidate {name}: {what} failed (run {result.run_id}): {'; '.join(errors)}")
+    return result.run_id
+
+
+def _default_nights(bucket) -> list[str]:
+    """The held-out subjects' registered nights that production has scored (the model never saw them)."""
+    from dagster import DagsterInstance
+
+    from sunalgo import subject_split
+    from sunrise_assets.domain import layout
+
+    with DagsterInstance.get() as instance:
+        nights = instance.get_dynamic_partitions("nights")
+    held = [n for n in nights if subject_split.is_held_out(subject_split.subject_of(n))]
+    return [n for n in held if bucket.exists(layout.gold_agreement(n))]
+
+
+@candidate_app.command("run")
+def run(
+    name: NameArg,
+    params: Annotated[Path, typer.Option("--params", help="The candidate's sunalgo model parameters (JSON).")],
+    nights: Annotated[
+        Optional[list[str]], typer.Option("--nights", help="Nights to run it on (repeat); default: held-out subjects'.")
+    ] = None,
+    all_nights: Annotated[bool, typer.Option("--all-nights", help="Every night production has scored.")] = False,
+    workdir: WorkdirOpt = None,
+) -> None:
+    """Compute gold for a candidate model on chosen nights, in its own namespace (production untouched)."""
+    from sunalgo import model
+    from sunrise_assets.domain import candidates, layout, model_store
+
+    settings.use_workdir(workdir or settings.workdir())
+    bucket = bucket_from_option(None)
+    try:
+        candidates.check_name(name)
+        document = json.loads(params.read_text())
+        model.model_from_params(document, params)  # refuse unusable parameters before anything is written
+    except (OSError, ValueError) as exc:
+        raise UserError(str(exc)) from exc
+    version = model_store.save_params(bucket, document)
+    if all_nights:
+        from dagster import DagsterInstance
+
+        with DagsterInstance.get() as instance:
+            chosen = [n for n in instance.get_dynamic_partitions("nights") if bucket.exists(layout.gold_agreement(n))]
+    else:
+        chosen = sorted(nights) if nights else _default_nights(bucket)
+    missing = [n for n in chosen if not bucket.exists(layout.gold_agreement(n))]
+    if missing or not chosen:
+        raise UserError(f"no production gold for {missing[:3] or 'any chosen night'}: ingest the nights first")
+    candidates.save(bucket, candidates.Candidate(name, version, chosen, f"{params.name} (model {version})"))
+    run_id = _materialize(name, "gold")
+    out.print(
+        f"candidate {name}: model {version} on {len(chosen)} nights -> {candidates.prefix(name)}gold/ and table "
+        f"candidate_scores (run {run_id[:8]}); compare it with: [bold]sunrise candidate compare {name}[/]"
+    )
+
+
+@candidate_app.command("compare")
+def compare(
+    name: NameArg,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the report to this JSON file.")] = None,
+    workdir: WorkdirOpt = None,
+) -> None:
+    """Compare a candidate with production on its nights: biases, limits of agreement, changes with paired
+    bootstrap CIs over subjects, kappa and accuracy, verdicts, the nights that changed most."""
+    from rich.markdown import Markdown
+
+    from sunalgo import comparison
+    from sunrise_assets.domain import candidates
+
+    settings.use_workdir(workdir or settings.workdir())
+    bucket = bucket_from_option(None)
+    try:
+        candidates.load(bucket, name)
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+    _materialize(name, "comparison")
+    report = candidates.load_comparison(bucket, name)
+    out.print(Markdown(comparison.render_markdown(report)))
+    if json_out is not None:
+        json_out.write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
+        out.print(f"wrote {json_out}")
+
+
+@candidate_app.command("promote")
+def promote(name: NameArg, workdir: WorkdirOpt = None) -> None:
+    """Make the candidate's model production: automation then re-runs gold and the warehouse."""
+    from dagster import DagsterInstance
+
+    from sunrise_assets.domain import candidates
+    from sunrise_assets.lib.model_ops import promote as promote_model
+
+    settings.use_workdir(workdir or settings.workdir())
+    bucket = bucket_from_option(None)
+    try:
+        candidate = candidates.load(bucket, name)
+        with DagsterInstance.get() as instance:
+            changed = promote_model(instance, bucket, candidate.model_version)
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+    if changed:
+        out.print(
+            f"candidate {name} (model {candidate.model_version}) is production: gold and the warehouse are stale "
+            "and automation re-runs them"
+        )
+    else:
+        out.print(f"model {candidate.model_version} already is production: nothing changes")
+
+
+@candidate_app.command("drop")
+def drop(name: NameArg, workdir: WorkdirOpt = None) -> None:
+    """Delete a candidate's namespace: its objects, its warehouse rows, its assets' history."""
+    from dagster import DagsterInstance
+
+    from sunrise_assets.defs.candidate_assets import candidate_key
+    from sunrise_assets.domain import candidates
+
+    settings.use_workdir(workdir or settings.workdir())
+    bucket = bucket_from_option(None)
+    try:
+        candidate = candidates.load(bucket, name)
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+    objects = bucket.delete_prefix(candidates.prefix(name))
+    rows = warehouse_from_settings().delete_candidate(name)
+    with DagsterInstance.get() as instance:
+        instance.wipe_assets([candidate_key(name, "gold"), candidate_key(name, "comparison")])
+    out.print(
+        f"dropped candidate {name}: {objects} objects under {candidates.prefix(name)}, {rows} rows of "
+        f"candidate_scores, the history of its 2 assets; its model {candidate.model_version} stays in models/ "
+        "(content-addressed, maybe shared)"
+    )
+
+
+@candidate_app.command("list")
+def list_candidates(workdir: WorkdirOpt = None) -> None:
+    """List the candidates: model, nights, whether compared."""
+    from rich.table import Table
+
+    from sunrise_assets.domain import candidates
+
+    settings.use_workdir(workdir or settings.workdir())
+    bucket = bucket_from_option(None)
+    table = Table(title="candidates")
+    for column in ("name", "model", "nights", "compared"):
+        table.add_column(column)
+    for name in candidates.list_names(bucket):
+        candidate = candidates.load(bucket, name)
+        compared = bucket.exists(candidates.comparison_path(name))
+        table.add_row(name, candidate.model_version, str(len(candidate.nights)), "yes" if compared else "")
+    out.print(table)
