@@ -25,20 +25,13 @@ def _materialize(name: str, what: str) -> str:
     """One run of a candidate asset on the instance; returns the run id (UserError when it fails)."""
     from dagster import DagsterInstance
 
-    from sunrise_assets.definitions import build_defs
     from sunrise_assets.defs.candidate_assets import candidate_key
+    from sunrise_assets.lib.model_ops import materialize
 
-    defs = build_defs()  # reads the registry: the candidate's assets are there
-    job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection={candidate_key(name, what)})
     with DagsterInstance.get() as instance:
-        result = job.execute_in_process(instance=instance, raise_on_error=False)
-    if not result.success:
-        errors = [
-            e.step_failure_data.error.message.strip()
-            for e in result.all_events
-            if e.is_step_failure and e.step_failure_data.error is not None
-        ]
-        raise UserError(f"candidate {name}: {what} failed (run {result.run_id}): {'; '.join(errors)}")
+        result, error = materialize(instance, candidate_key(name, what))  # the code location reads the registry
+    if error:
+        raise UserError(f"candidate {name}: {what} failed (run {result.run_id}): {error}")
     return result.run_id
 
 

@@ -1,6 +1,6 @@
 """Fitting and promoting sunalgo's model through Dagster.
 
-Fitting is a run of ``stage_model_job`` on the instance (its history, its metadata in the UI).
+Fitting is a run of ``stage_model`` on the instance (its history, its metadata in the UI).
 Promotion records the choice in the bucket (models/production.json) and reports a materialization of
 ``production_model`` whose data version is the model version: Dagster then shows gold as stale and
 declarative automation re-runs gold and the warehouse, batched like any backfill. Promoting the
@@ -28,20 +28,26 @@ class FitReport:
     error: str | None
 
 
-def fit_model(instance: DagsterInstance) -> FitReport:
-    """One run of stage_model_job: the model fitted from the warehouse, its version (or the error)."""
+def materialize(instance: DagsterInstance, key: AssetKey):
+    """One run of a single asset on the instance (its history and metadata in the UI); the result and
+    the steps' error messages ('' when it succeeded)."""
     from sunrise_assets.definitions import build_defs
-    from sunrise_assets.defs.jobs import model_job
 
-    job = build_defs().resolve_job_def(model_job.name)
+    job = build_defs().resolve_implicit_global_asset_job_def().get_subset(asset_selection={key})
     result = job.execute_in_process(instance=instance, raise_on_error=False)
-    if not result.success:
-        errors = [
-            e.step_failure_data.error.message.strip()
-            for e in result.all_events
-            if e.is_step_failure and e.step_failure_data.error is not None
-        ]
-        return FitReport(result.run_id, None, "; ".join(errors) or "the run failed")
+    errors = [
+        e.step_failure_data.error.message.strip()
+        for e in result.all_events
+        if e.is_step_failure and e.step_failure_data.error is not None
+    ]
+    return result, "" if result.success else ("; ".join(errors) or "the run failed")
+
+
+def fit_model(instance: DagsterInstance) -> FitReport:
+    """One run of stage_model: the model fitted from the warehouse, its version (or the error)."""
+    result, error = materialize(instance, STAGE_MODEL)
+    if error:
+        return FitReport(result.run_id, None, error)
     materialization = result.asset_materializations_for_node("stage_model")[-1]
     return FitReport(result.run_id, str(materialization.metadata["model_version"].value), None)
 

@@ -129,11 +129,7 @@ def read_nsrr_xml(data: bytes, *, source: str = "", start: datetime | None = Non
             unknown.add(concept)
             continue
         try:
-            onset = xml_common.value(f.get("Start"), "Start")
-            duration = xml_common.value(f.get("Duration"), "Duration", required=False)
-            if duration < 0:
-                raise ValueError(f"Duration {f.get('Duration')!r} is negative")
-            nadir = xml_common.value(f.get("SpO2Nadir"), "SpO2Nadir", required=False)
+            onset, duration, nadir = xml_common.event_times(f, "SpO2Nadir")
         except ValueError as exc:
             # A marker no score uses (signal quality, movement, an unknown device event): skipped and
             # counted; a stage or a respiratory event: the file is refused, naming the event.

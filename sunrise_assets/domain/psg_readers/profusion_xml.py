@@ -80,11 +80,7 @@ def read_profusion_xml(data: bytes, *, source: str = "", start: datetime | None 
                 skipped.add(event, "deleted in the scoring software")
                 continue
             try:
-                onset = xml_common.value(f.get("Start"), "Start")
-                duration = xml_common.value(f.get("Duration"), "Duration", required=False)
-                if duration < 0:
-                    raise ValueError(f"Duration {f.get('Duration')!r} is negative")
-                lowest = xml_common.value(f.get("LowestSpO2"), "LowestSpO2", required=False)
+                onset, duration, lowest = xml_common.event_times(f, "LowestSpO2")
             except ValueError as exc:
                 skipped.unusable_time(name, f"ScoredEvent {event!r}", event, exc)
                 continue

@@ -85,3 +85,13 @@ def value(text: str | None, what: str, *, required: bool = True) -> float:
     if not math.isfinite(number_):  # "nan", "inf" parse as floats but are no time or duration
         raise ValueError(f"{what} {text!r} is not a finite number")
     return number_
+
+
+def event_times(fields: dict[str, str], nadir_field: str) -> tuple[float, float, float]:
+    """A scored event's onset (required), duration (NaN when absent, never negative) and SpO2 nadir
+    (NaN when absent); ValueError naming the field that cannot be used."""
+    onset = value(fields.get("Start"), "Start")
+    duration = value(fields.get("Duration"), "Duration", required=False)
+    if duration < 0:
+        raise ValueError(f"Duration {fields.get('Duration')!r} is negative")
+    return onset, duration, value(fields.get(nadir_field), nadir_field, required=False)
