@@ -28,8 +28,6 @@ from dagster import (
 from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluationTargetMaterializationData
 from dagster._core.events import DagsterEvent, DagsterEventBatchMetadata, DagsterEventType, generate_event_batch_id
 
-from sunrise_assets.dagster_internals.sqlite_event_log import BatchedSqliteEventLogStorage
-
 
 @contextmanager
 def partitions_read_once(instance: DagsterInstance | None) -> Iterator[None]:
@@ -67,6 +65,10 @@ def log_evaluations_as_one_batch(context: AssetExecutionContext, evaluations: li
     instance's event log then stores a step's evaluations in one transaction instead of ~15 ms each
     (sunrise_assets/dagster_internals/sqlite_event_log.py; DAGSTER_EVENT_BATCH_SIZE). Dagster has no public call
     for this."""
+    # Imported here: Dagster's SQL storage stack (sqlalchemy, alembic) costs ~1 s to import, and a
+    # code location that only defines assets must not pay it; a run using this storage has it loaded.
+    from sunrise_assets.dagster_internals.sqlite_event_log import BatchedSqliteEventLogStorage
+
     if not isinstance(context.instance.event_log_storage, BatchedSqliteEventLogStorage):
         for evaluation in evaluations:  # other storages write batches of asset events only
             context.log_event(evaluation)
