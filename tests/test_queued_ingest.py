@@ -185,6 +185,8 @@ def test_sigterm_while_waiting_leaves_nothing_behind_and_the_next_command_finish
     log = tmp_path / "ingest.log"
     proc = _ingest(work, log=log)
     try:
+        # The command has made the instance (opened together, a new SQLite instance migrates twice).
+        _wait(lambda: (work / "dagster_home" / "daemon.log").exists(), 300, "the daemon child", log)
         with _instance(work) as instance:
             # In the middle of the run: its worker has written some nights' bronze, not the warehouse.
             _wait(

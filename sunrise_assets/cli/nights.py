@@ -200,11 +200,10 @@ def print_submitted(submitted: list[str], joined: list[str], instance, what: str
 
 
 def run_ingest(batch_size: int, *, in_process: bool = False, wait: bool = True):
-    from dagster import DagsterInstance
 
     from sunrise_assets.lib.ingest import NoRawFolder, ingest_queued
     from sunrise_assets.lib.ingest import ingest as do_ingest
-    from sunrise_assets.lib.queued_work import DaemonChild
+    from sunrise_assets.lib.queued_work import DaemonChild, open_instance
 
     settings.use_workdir(settings.workdir())
     bucket = bucket_from_option(None)
@@ -213,7 +212,7 @@ def run_ingest(batch_size: int, *, in_process: bool = False, wait: bool = True):
             f"bucket {bucket.url} does not exist or cannot be reached (generate one with `sunrise generate`)"
         )
     try:
-        with DagsterInstance.get() as instance:
+        with open_instance() as instance:
             if in_process:
                 with progress_bar() as progress:
                     task = progress.add_task("materializing nights", total=None)
@@ -460,17 +459,16 @@ def refresh(
     """Re-materialize a layer and everything downstream of it (the full refresh after a logic change).
 
     Submitted to the Dagster instance as an asset backfill, waited for as `sunrise ingest` does."""
-    from dagster import DagsterInstance
 
     from sunrise_assets.defs.jobs import LAYERS
     from sunrise_assets.lib.operations import refresh as do_refresh
     from sunrise_assets.lib.operations import refresh_queued
-    from sunrise_assets.lib.queued_work import DaemonChild
+    from sunrise_assets.lib.queued_work import DaemonChild, open_instance
 
     if from_layer not in LAYERS:
         raise UserError(f"--from must be one of {', '.join(LAYERS)}, not {from_layer!r}")
     settings.use_workdir(workdir or settings.workdir())
-    with DagsterInstance.get() as instance:
+    with open_instance() as instance:
         total = len(nights) if nights else len(instance.get_dynamic_partitions("nights"))
         try:
             if in_process:

@@ -38,6 +38,7 @@ def backfill_partitions(backfill: PartitionBackfill, asset_keys: Sequence[AssetK
     subset = data.target_subset
     keys: set[str] = set()
     for key in asset_keys:
-        if key in subset.asset_keys:
-            keys.update(subset.get_partitions_subset(key).get_partition_keys())
+        partitions = subset.partitions_subsets_by_asset_key.get(key)  # None: unpartitioned, or not targeted
+        if partitions is not None:
+            keys.update(partitions.get_partition_keys())
     return keys

@@ -117,6 +117,19 @@ def submission_lock(instance: DagsterInstance):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def open_instance():
+    """The instance of DAGSTER_HOME, created by one process at a time: two commands opening a new
+    SQLite instance together would both run its migrations (and leave two alembic heads)."""
+    home = settings.dagster_home()
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / ".sunrise-init.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        instance = DagsterInstance.get()
+    with instance:
+        yield instance
+
+
 def ui_url(backfill_id: str) -> str:
     return f"http://localhost:3000/runs/b/{backfill_id}?tab=partitions"
 
