@@ -84,6 +84,7 @@ def refresh_queued(
         report.failed[night] = f"night {night}: not refreshed (a step upstream was skipped or its run was stopped)"
     if summary and report.run_ids:
         _, report.summary_error = work.summary(summary)
+        report.run_ids = list(outcome.run_ids)  # the summary's included
     return report
 
 

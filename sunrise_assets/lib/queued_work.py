@@ -94,9 +94,16 @@ def submit_backfill(
 
 
 def backfills_in_flight(instance: DagsterInstance, asset_keys: Sequence[AssetKey]) -> dict[str, set[str]]:
-    """Backfills not finished yet that target any of ``asset_keys``: id -> the nights they target."""
+    """Backfills still at work that target any of ``asset_keys``: id -> the nights they target.
+
+    At work: not marked finished, and a run of theirs is live or none was launched yet. One whose runs
+    are all over is finished, whatever its status says (the daemon marks it at its next iteration;
+    with the daemon child of a command that has exited, at the next command's)."""
     found: dict[str, set[str]] = {}
     for backfill in instance.get_backfills(filters=BulkActionsFilter(statuses=list(IN_FLIGHT))):
+        runs = runs_of(instance, [backfill.backfill_id])
+        if runs and all(r.dagster_run.status in TERMINAL_RUN for r in runs):
+            continue
         nights = backfill_partitions(backfill, asset_keys)
         if nights or (backfill.asset_backfill_data and set(asset_keys) & set(backfill.asset_selection or ())):
             found[backfill.backfill_id] = nights
