@@ -39,7 +39,7 @@ from sunrise_assets.dagster_internals.names import (
     PARTITION_NAME_TAG,
     RETRY_ON_ASSET_OR_OP_FAILURE_TAG,
 )
-from sunrise_assets.defs.partitions import nights_partitions
+from sunrise_assets.defs.partitions import NIGHTS_PER_RUN, nights_partitions
 from sunrise_assets.lib.night_batches import failed_nights_of
 
 TRIGGER_TAG = "sunrise/trigger"
@@ -91,6 +91,33 @@ def submit_backfill(
         )
     )
     return backfill_id
+
+
+# A run of fewer nights than this costs more in start-up (a process importing the platform, ~3 s)
+# than its share of the work.
+MIN_NIGHTS_PER_RUN = 10
+
+
+def run_slots(instance: DagsterInstance) -> int:
+    """How many runs the instance runs at a time (the queued coordinator's limit; else the cores)."""
+    limit = getattr(instance.run_coordinator, "max_concurrent_runs", None)
+    if isinstance(limit, int) and limit > 0:
+        return limit
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def split_for_slots(nights: Sequence[str], slots: int) -> list[list[str]]:
+    """Contiguous groups of ``nights``, one backfill each. The assets' BackfillPolicy makes runs of
+    up to NIGHTS_PER_RUN nights, so fewer nights than ``slots`` x NIGHTS_PER_RUN would make fewer runs
+    than the instance can run at once (100 nights: one run, one core busy of two): split them so
+    that every slot has a run (of at least MIN_NIGHTS_PER_RUN nights). More nights: one backfill."""
+    if not nights:
+        return []
+    if len(nights) >= slots * NIGHTS_PER_RUN:
+        return [list(nights)]
+    groups = max(1, min(slots, len(nights) // MIN_NIGHTS_PER_RUN))
+    size = -(-len(nights) // groups)
+    return [list(nights[i : i + size]) for i in range(0, len(nights), size)]
 
 
 def backfills_in_flight(instance: DagsterInstance, asset_keys: Sequence[AssetKey]) -> dict[str, set[str]]:
@@ -437,12 +464,14 @@ class QueuedWork:
                         if backfill_id not in self.outcome.submitted + self.outcome.joined:
                             self.outcome.joined.append(backfill_id)
             rest = [n for n in ordered if n in nights and n not in covered]
-            if rest:
+            groups = split_for_slots(rest, run_slots(self.instance))
+            for k, group in enumerate(groups, start=1):
+                part = f" ({k}/{len(groups)})" if len(groups) > 1 else ""
                 backfill_id = submit_backfill(
                     self.instance,
-                    rest,
+                    group,
                     self.asset_keys,
-                    title=f"sunrise {self.trigger}: {len(rest)} nights",
+                    title=f"sunrise {self.trigger}: {len(group)} nights{part}",
                     trigger=self.trigger,
                 )
                 self.outcome.submitted.append(backfill_id)
