@@ -268,7 +268,16 @@ def test_a_killed_run_worker_is_retried_by_dagster_and_no_night_is_lost(tmp_path
             )
             killed = instance.get_run_by_id(run.run_id)
             assert killed.status == DagsterRunStatus.FAILURE
-            retries = [r.dagster_run for r in instance.get_run_records() if r.dagster_run.parent_run_id == run.run_id]
+            retries = _wait(  # its last materializations come just before the retry's end
+                lambda: [
+                    r.dagster_run
+                    for r in instance.get_run_records()
+                    if r.dagster_run.parent_run_id == run.run_id and r.dagster_run.is_finished
+                ],
+                120,
+                "the retry to finish",
+                daemon_log,
+            )
             assert len(retries) == 1 and retries[0].status == DagsterRunStatus.SUCCESS
             assert retries[0].tags.get("dagster/backfill") == run.tags.get("dagster/backfill")
             # FROM_FAILURE: the retry computed again what the killed run had not finished, among it
