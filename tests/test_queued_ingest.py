@@ -8,7 +8,8 @@ computing them itself, on the embedded default (SQLite, local run processes).
   finishes the work;
 - under a running daemon, a run worker killed with SIGKILL mid-run is failed and retried from the
   failure by Dagster (run monitoring / run retries): every night reaches the warehouse without
-  any command, and the step that was in flight is computed once more;
+  any command, and the step that was in flight is computed once more; with the daemon and its code
+  server killed too, the next daemon's run monitoring finds the dead worker (LocalRunLauncher);
 - a folder with no raw/ is an error, not "0 paired nights".
 """
 
@@ -322,3 +323,74 @@ def test_a_folder_without_raw_is_an_error(tmp_path):
     assert "no raw/ folder" in done.stdout + done.stderr and "Traceback" not in done.stderr
     assert "0 paired nights" not in done.stdout
     assert not _processes_of(tmp_path / "work")
+
+
+def _daemon(work: Path, log: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml")],
+        env=_env(work),
+        cwd=REPO,
+        stdout=open(log, "ab"),  # noqa: SIM115 - closed with the process
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def test_a_run_orphaned_with_its_daemon_is_failed_by_monitoring_and_retried(tmp_path):
+    """The daemon, its code server and the run worker all killed (a laptop's session gone): no code
+    server is left to notice the worker died. The next daemon's run monitoring asks the embedded
+    launcher (LocalRunLauncher: is the worker's process alive?), fails the run, and run retries
+    re-execute it: every night lands, with no command."""
+    work = _workdir(tmp_path, 3, seed=15)
+    log = tmp_path / "ingest.log"
+    assert _ingest(work, "--no-wait", log=log).wait(300) == 0, log.read_text()[-3000:]
+    daemon_log = tmp_path / "daemon.log"
+    first = _daemon(work, daemon_log)
+    second = None
+    try:
+        with _instance(work) as instance:
+            keys = set(instance.get_dynamic_partitions("nights"))
+            run = _wait(
+                lambda: next(
+                    (
+                        r.dagster_run
+                        for r in instance.get_run_records()
+                        if r.dagster_run.status == DagsterRunStatus.STARTED
+                        and len(instance.get_materialized_partitions(BRONZE)) >= 1
+                    ),
+                    None,
+                ),
+                600,
+                "a run in the middle of its nights",
+                daemon_log,
+            )
+            os.killpg(first.pid, signal.SIGKILL)  # daemon, code server and run worker at once
+            first.wait(30)
+            _kill_everything_of(work)
+            assert instance.get_run_by_id(run.run_id).status == DagsterRunStatus.STARTED  # nobody noticed
+            instance.wipe_daemon_heartbeats()  # (else the new daemon waits for the old one's to age)
+            second = _daemon(work, daemon_log)
+            _wait(
+                lambda: all(instance.get_materialized_partitions(k) == keys for k in FINALS),
+                900,
+                "every night in the warehouse after monitoring and the retry",
+                daemon_log,
+            )
+            assert instance.get_run_by_id(run.run_id).status == DagsterRunStatus.FAILURE
+            messages = [
+                (r.event_log_entry.dagster_event.message or "") + r.event_log_entry.user_message
+                for r in instance.get_records_for_run(run.run_id).records
+                if r.event_log_entry.dagster_event is not None
+            ]
+            assert any("is gone" in m for m in messages), messages
+            assert any(r.dagster_run.parent_run_id == run.run_id for r in instance.get_run_records())
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(60)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(30)
+        _kill_everything_of(work)
