@@ -394,3 +394,44 @@ def test_a_run_orphaned_with_its_daemon_is_failed_by_monitoring_and_retried(tmp_
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait(30)
         _kill_everything_of(work)
+
+
+def test_a_night_bad_on_its_own_data_stays_failed_and_is_not_retried(tmp_path):
+    """Its step fails (not its run's worker): Dagster does not retry the run (it would fail again); the
+    command reports the night with its message and exits 1; the nights held back by it in the same run
+    are done in the command's next round."""
+    from resources.bucket import BucketResource
+    from sunrise_assets.domain.anonymise import Pseudonymizer
+    from sunrise_assets.domain.pairing import scan_bucket
+    from sunrise_assets.domain.raw_nights import night_sources
+    from sunrise_assets.synthetic.generate import generate_bucket
+
+    work = tmp_path / "work"
+    generation = generate_bucket(work / "bucket", 4, seed=3)
+    bad = generation.nights[1]
+    edf = work / "bucket" / bad.edf_path
+    edf.write_bytes(edf.read_bytes().replace(b"Sleep stage R", b"Sleep stage Q"))  # same length: valid EDF+
+    bucket = BucketResource(url=str(work / "bucket"))
+    keys = {
+        pair.recording.path: key
+        for key, pair in night_sources(scan_bucket(bucket).nights, Pseudonymizer(TEST_KEY.encode()))
+    }
+    bad_key = keys[bad.recording_path]
+    log = tmp_path / "ingest.log"
+    proc = _ingest(work, log=log)
+    try:
+        rc = proc.wait(600)
+    finally:
+        if proc.poll() is None:
+            _kill_everything_of(work)
+    text = log.read_text()
+    assert rc == 1, text[-3000:]
+    assert "3 materialized, 0 up to date, 1 failed" in text
+    assert bad_key in text and "Q" in text.split(bad_key, 1)[1][:2000]
+    _no_processes_left(work)
+    with _instance(work) as instance:
+        runs = [r.dagster_run for r in instance.get_run_records()]
+        assert not [r for r in runs if r.parent_run_id], "a run that failed on a night's data was retried"
+        assert any(r.status == DagsterRunStatus.FAILURE for r in runs)
+        for key in FINALS:
+            assert instance.get_materialized_partitions(key) == set(keys.values()) - {bad_key}
