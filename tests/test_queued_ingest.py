@@ -23,6 +23,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from dagster import AssetKey, AssetRecordsFilter, DagsterEventType, DagsterInstance, DagsterRunStatus
 
 from tests.conftest import TEST_KEY
@@ -179,7 +180,9 @@ def test_two_commands_at_once_compute_each_night_once(tmp_path):
     assert sum("joining backfill" in t for t in texts) == 1, [t[-1500:] for t in texts]
 
 
-def test_sigterm_while_waiting_leaves_nothing_behind_and_the_next_command_finishes(tmp_path):
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "Ctrl-C"])
+def test_a_signal_while_waiting_leaves_nothing_behind_and_the_next_command_finishes(tmp_path, signum, code):
+    """SIGTERM, or Ctrl-C without a terminal to ask on (the answer is then "leave it")."""
     from tests.test_crash_safety import _assert_complete
 
     work = _workdir(tmp_path, 4, seed=13)
@@ -196,12 +199,12 @@ def test_sigterm_while_waiting_leaves_nothing_behind_and_the_next_command_finish
                 "the first bronze materializations",
                 log,
             )
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signum)
         rc = proc.wait(180)
     finally:
         if proc.poll() is None:
             _kill_everything_of(work)
-    assert rc == 143, log.read_text()[-3000:]
+    assert rc == code, log.read_text()[-3000:]
     assert "left for later" in log.read_text()
     _no_processes_left(work)
     for path in (work / "bucket").rglob("*"):
