@@ -122,6 +122,7 @@ SLOW_MODULES = {
     "test_cloud_run_fake",
     "test_cloud_run_launcher",
     "test_crash_safety",
+    "test_queued_ingest",
     "test_daemon_flow",
     "test_gcs_bucket",
     "test_postgres_equivalence",

@@ -61,7 +61,7 @@ def test_bench_writes_every_figure(tmp_path):
         "load_average_at_end",
     ):
         assert key in result["machine"], key
-    for phase in ("floor", "platform", "naive"):
+    for phase in ("floor", "ingest", "platform", "naive"):
         for key in PHASE_FIGURES:
             assert key in result[phase], (phase, key)
         assert result[phase]["peak_rss"]["max_mib"] > 0, phase
@@ -101,7 +101,9 @@ def test_bench_writes_every_figure(tmp_path):
     assert result["sunalgo"]["nights_per_s_per_core"] > 0
     for key in ("platform_over_floor_wall", "platform_over_floor_cpu", "naive_over_platform_wall"):
         assert result["ratios"][key] is not None, key
-    assert len(result["targets"]) == 5 and all("met" in t and "measured" in t for t in result["targets"])
+    assert result["ingest"]["returncode"] == 0 and result["ingest"]["nights_materialized"] == 3
+    assert result["ratios"]["ingest_over_floor_wall"] > 0
+    assert len(result["targets"]) == 7 and all("met" in t and "measured" in t for t in result["targets"])
     assert "platform / floor" in proc.stdout and "targets" in proc.stdout
 
     # The nights are cached: a second run generates nothing (the marker says how many of which seed).

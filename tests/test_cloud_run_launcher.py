@@ -32,6 +32,7 @@ from tests.support.cloudrun import (
     JOB,
     PROJECT,
     REGION,
+    REPO,
     TEST_LOCATION,
     cloudrun_instance_config,
     create_run,
@@ -340,3 +341,62 @@ def test_a_cancelled_execution_fails_its_run_and_termination_cancels_the_executi
         assert step.override_env["DAGSTER_RUN_STEP_KEY"] == "sleeps"
     assert instance.get_run_by_id(terminated_run).status == DagsterRunStatus.CANCELED
     assert len(fake.executions) == 3  # nothing resumed
+
+
+# -- `sunrise ingest` on the production instance ---------------------------------------------------
+
+
+def test_sunrise_ingest_submits_to_cloud_run_and_computes_nothing_itself(platform, tmp_path):
+    """The user's own command on deploy/dagster.cloudrun.yaml: it submits a backfill, runs a daemon
+    child (none serves this instance), and the nights run as Cloud Run executions; every event of
+    every night was written by a process other than the command (Dagster records each one's pid)."""
+    import os
+    import subprocess
+    import sys
+
+    from dagster import AssetKey, AssetRecordsFilter
+
+    from sunrise_assets.synthetic.generate import generate_bucket
+
+    generate_bucket(platform.bucket, 3, seed=29)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SUNRISE_", "DAGSTER_"))}
+    env.update({k: v for k, v in platform.job_env.items() if not k.startswith("SUNRISE_TEST_")})
+    env.update(platform.pg_env)
+    env["CI"] = "true"
+    log = tmp_path / "ingest.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sunrise_assets.cli", "ingest", "--workdir", str(platform.root)],
+            env=env,
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            rc = proc.wait(600)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, 9)
+                proc.wait()
+    text = log.read_text()
+    assert rc == 0, text[-4000:] + platform.explain()
+    assert "3 materialized, 0 up to date, 0 failed" in text
+    instance = platform.instance
+    nights = set(instance.get_dynamic_partitions("nights"))
+    assert len(nights) == 3
+    runs = [r for r in instance.get_runs() if r.tags.get("dagster/backfill")]
+    executions = {r.tags.get(EXECUTION_TAG) for r in runs}
+    assert runs and None not in executions, [r.tags for r in runs]
+    records = [
+        platform.fake.executions[f"projects/{PROJECT}/locations/{REGION}/jobs/{JOB}/executions/{e}"] for e in executions
+    ]
+    assert all(rec.state == "SUCCEEDED" and rec.argv[-3:-1] == ["api", "execute_run"] for rec in records)
+    for key in ("bronze_recording", "training_epochs", "night_scores", "validation_summary"):
+        found = instance.fetch_materializations(AssetRecordsFilter(asset_key=AssetKey(key)), limit=100).records
+        pids = {r.event_log_entry.dagster_event.pid for r in found}
+        assert found and proc.pid not in pids, (key, pids, proc.pid)
+        assert {r.run_id for r in found} <= {r.run_id for r in runs}
+    rows = _rows(platform.warehouse_url)
+    assert {row[0] for row in rows["night_scores"]} == nights
+    assert rows["training_epochs"]

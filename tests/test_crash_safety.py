@@ -77,7 +77,7 @@ def _run_until(work: Path, pattern: str, log: Path) -> int:
     """`sunrise ingest` in a subprocess, SIGKILLed as soon as an object matching ``pattern`` exists."""
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "sunrise_assets.cli", "ingest", "--workdir", str(work)],
+            [sys.executable, "-m", "sunrise_assets.cli", "ingest", "--in-process", "--workdir", str(work)],
             env=_env(work),
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -143,3 +143,83 @@ def test_daemon_internals():
         daemon.AutomationTickEvaluationContext.__init__
     )
     assert daemon.WorkspaceProcessContext is not None and daemon.WorkspaceFileTarget is not None
+
+
+def test_queued_work_internals():
+    """What `sunrise ingest` relies on to submit, join, watch and cancel backfills."""
+    from dagster import AssetKey, DagsterInstance
+
+    from sunrise_assets.dagster_internals import daemon, names
+    from sunrise_assets.lib.ingest import layer_keys
+
+    assert names.RETRY_ON_ASSET_OR_OP_FAILURE_TAG == "dagster/retry_on_asset_or_op_failure"
+    assert daemon.WILL_RETRY_TAG == "dagster/will_retry"
+    assert daemon.BulkActionsFilter(statuses=[daemon.BulkActionStatus.REQUESTED]).statuses == [
+        daemon.BulkActionStatus.REQUESTED
+    ]
+    assert {"CANCELING", "COMPLETED_SUCCESS", "COMPLETED_FAILED"} <= set(daemon.BulkActionStatus.__members__)
+    assert callable(daemon.PartitionBackfill.with_status)
+    # backfill_partitions reads the target subset of a real backfill (partitioned and not)
+    from sunrise_assets.definitions import build_defs
+
+    with DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions("nights", ["sub-00000001_ses-20200101", "sub-00000002_ses-20200102"])
+        graph = build_defs().resolve_asset_graph()
+        made = daemon.PartitionBackfill.from_asset_partitions(
+            backfill_id="x",
+            asset_graph=graph,
+            partition_names=["sub-00000002_ses-20200102"],
+            asset_selection=layer_keys(),
+            backfill_timestamp=0.0,
+            tags={},
+            dynamic_partitions_store=instance,
+            all_partitions=False,
+            title=None,
+            description=None,
+            run_config=None,
+        )
+        assert daemon.backfill_partitions(made, [AssetKey("training_epochs")]) == {"sub-00000002_ses-20200102"}
+        assert daemon.backfill_partitions(made, [AssetKey("validation_summary")]) == set()
+
+
+def test_backfill_loop_interval_is_the_patched_constant():
+    """daemon_main shortens the backfill daemon's loop by setting the constant the loop reads at
+    each iteration (an upgrade that copies it at import time would make the patch a no-op)."""
+    import dagster._daemon.backfill as backfill
+    import dagster._daemon.controller as controller
+
+    from sunrise_assets.dagster_internals import daemon_main
+
+    source = inspect.getsource(backfill.execute_backfill_iteration_loop)
+    assert "from dagster._daemon.controller import DEFAULT_DAEMON_INTERVAL_SECONDS" in source
+    assert "DEFAULT_DAEMON_INTERVAL_SECONDS - loop_duration" in source
+    before = controller.DEFAULT_DAEMON_INTERVAL_SECONDS
+    try:
+        assert daemon_main.patch_backfill_interval() == 2.0 and controller.DEFAULT_DAEMON_INTERVAL_SECONDS == 2.0
+    finally:
+        controller.DEFAULT_DAEMON_INTERVAL_SECONDS = before
+    assert callable(daemon_main.main)
+
+
+def test_local_run_launcher_internals(tmp_path):
+    """The worker health check: Dagster's launcher API, the pid event the worker records, /proc."""
+    import os
+    import subprocess
+    import sys
+
+    from dagster._core.launcher.base import RunLauncher
+    from dagster._grpc import impl
+
+    from sunrise_assets.dagster_internals import local_run_launcher as local
+
+    assert "check_run_worker_health" in vars(RunLauncher) and "supports_check_run_worker_health" in vars(RunLauncher)
+    assert {"RUNNING", "FAILED"} <= set(local.WorkerStatus.__members__)
+    source = inspect.getsource(impl)
+    assert "Started process for run (pid: {pid})." in source and "EngineEventData.in_process(pid)" in source
+    assert local.LocalRunLauncher().supports_check_run_worker_health
+    # /proc start times: this process started before now; a finished child is gone
+    started = local.process_start_time(os.getpid())
+    assert started is not None and started <= __import__("time").time()
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    assert local.process_start_time(child.pid) is None

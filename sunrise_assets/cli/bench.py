@@ -1,9 +1,11 @@
 """`sunrise bench`: how fast the platform turns N nights into warehouse rows, against the floor.
 
-One invocation, the same N generated nights (cached between calls), four measurements:
+One invocation, the same N generated nights (cached between calls), five measurements:
 
 1. floor      the assets' own compute functions, called directly (a stub context: no Dagster
               instance, run or event) in a plain loop over chunks of nights, one process per core;
+1b. ingest    the user's own ``sunrise ingest`` end to end, as a subprocess on a fresh copy of the
+              nights (pairing, registering, its backfill through its dagster-daemon child, the summary);
 2. platform   a real Dagster asset backfill of every night on a real (SQLite) instance, executed by
               ``dagster-daemon``: runs of ``NIGHTS_PER_RUN`` nights, as many concurrent runs as cores;
 3. naive      one ``dagster job execute`` process per night (the old way), on a subset, extrapolated;
@@ -55,6 +57,8 @@ SAMPLE_INTERVAL_S = 0.2
 FLOOR_CHUNK = settings.NIGHTS_PER_RUN
 TARGETS = {
     "platform_over_floor_200": 1.3,
+    "ingest_over_floor_200": 1.3,
+    "ingest_2000_nights_s": 12 * 60,
     "wall_2000_nights_s": 15 * 60,
     "incremental_2000_nights_s": 10.0,
     "peak_rss_gib": 1.5,
@@ -248,8 +252,10 @@ class TreeSampler:
 
 
 def _role(pid: int, cmd: str) -> str:
-    if "dagster-daemon" in cmd:
+    if "dagster-daemon" in cmd or "daemon_main" in cmd:
         return "dagster-daemon"
+    if "sunrise_assets.cli ingest" in cmd:
+        return "sunrise ingest"
     if "api grpc" in cmd or "grpc" in cmd.split(" ")[2:4]:
         return "code server"
     if "execute_run" in cmd or "spawn_main" in cmd or "multiprocessing-fork" in cmd:
@@ -798,6 +804,53 @@ def measure_platform(
     return figures
 
 
+def measure_ingest(run: RunDir, on_nights: Callable[[int], None], *, timeout_s: float) -> dict[str, Any]:
+    """The user's own `sunrise ingest`, end to end, as a subprocess on a fresh copy of the nights:
+    pairing and registering them, the backfill (its daemon child, its run processes), the cross-night
+    summary, the report. Wall and CPU of the whole process tree; nights counted from its instance."""
+    from dagster import DagsterInstance, DagsterRunStatus
+
+    from sunrise_assets.lib.ingest import FINAL_ASSETS
+
+    env = {**os.environ, **run.env, "CI": "true"}
+    log_path = run.root / "ingest.log"
+    with TreeSampler(_role, include_self=False) as sampler, log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "sunrise_assets.cli", "ingest", "--workdir", str(run.root)],
+            env=env,
+            cwd=settings.REPO_ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            returncode = process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            _stop(process)
+            returncode = "TIMEOUT"
+    _use(run)
+    with DagsterInstance.get() as instance:
+        done = set.intersection(*(set(instance.get_materialized_partitions(k)) for k in FINAL_ASSETS))
+        records = instance.get_run_records()
+        nights = len(instance.get_dynamic_partitions("nights"))
+    on_nights(len(done))
+    figures = sampler.figures(nights)
+    figures.update(
+        {
+            "method": (
+                "`sunrise ingest --workdir DIR` as a subprocess (embedded default: asset backfill, dagster-daemon "
+                "child, a local process per run, then the validation summary); wall_s = command start -> exit"
+            ),
+            "returncode": returncode,
+            "nights_materialized": len(done),
+            "runs": len(records),
+            "runs_failed": sum(r.dagster_run.status != DagsterRunStatus.SUCCESS for r in records),
+            "log": str(log_path),
+        }
+    )
+    return figures
+
+
 def asset_time_share(instance, total_cpu: float) -> tuple[dict[str, Any], int]:
     """Sum the night_wall_s / night_cpu_s metadata of every materialization, per step (one key each)."""
     from dagster import AssetRecordsFilter
@@ -1085,6 +1138,23 @@ def _targets(result: Mapping[str, Any]) -> list[dict[str, Any]]:
             + f"registering the nights {plat.get('register_s', 0.0)} s + backfill {plat['wall_s']} s",
         ),
         (
+            "sunrise ingest / floor (wall) on 200 nights",
+            "<= 1.3",
+            result["ratios"]["ingest_over_floor_wall"],
+            (result["ratios"]["ingest_over_floor_wall"] or 99) <= 1.3 and result["ingest"]["returncode"] == 0,
+            n != 200,
+            ("" if n == 200 else f"measured on {n} nights; ")
+            + f"the whole command: {result['ingest']['wall_s']} s, exit {result['ingest']['returncode']}",
+        ),
+        (
+            "2,000 nights through sunrise ingest",
+            "<= 720 s",
+            round(result["ingest"]["wall_s"] * 2000 / n, 1) if n else None,
+            bool(n) and result["ingest"]["wall_s"] * 2000 / n <= 720,
+            n < 2000,
+            "" if n >= 2000 else f"linear extrapolation x{2000 / n:.1f} from {n} nights (the lead measures 2,000)",
+        ),
+        (
             "incremental pass, nothing new, 2,000 nights",
             "<= 10 s",
             round(inc_2000, 2),
@@ -1180,6 +1250,11 @@ def run_bench(
         if not keep:
             shutil.rmtree(floor_run.root)  # the derived layers of N nights take ~17 MB each
 
+        ingest_run = make_run_dir(workdir, "ingest", cache, nights, max_concurrent_runs=n_cores, pg=pg)
+        result["ingest"] = measure_ingest(ingest_run, task("ingest (sunrise ingest)", nights), timeout_s=timeout_s)
+        if not keep:
+            shutil.rmtree(ingest_run.root)
+
         plat_run = make_run_dir(workdir, "platform", cache, nights, max_concurrent_runs=n_cores, pg=pg)
         result["platform"] = measure_platform(
             plat_run, n_cores, task("platform (Dagster backfill)", nights), timeout_s=timeout_s
@@ -1220,6 +1295,8 @@ def run_bench(
 
     floor, plat = result["floor"], result["platform"]
     result["ratios"] = {
+        "ingest_over_floor_wall": round(result["ingest"]["wall_s"] / floor["wall_s"], 3) if floor["wall_s"] else None,
+        "ingest_over_floor_cpu": round(result["ingest"]["cpu_s"] / floor["cpu_s"], 3) if floor["cpu_s"] else None,
         "platform_over_floor_wall": round(plat["wall_s"] / floor["wall_s"], 3) if floor["wall_s"] else None,
         "platform_over_floor_cpu": round(plat["cpu_s"] / floor["cpu_s"], 3) if floor["cpu_s"] else None,
         "platform_runs_span_over_floor_wall": round(plat["runs_span_s"] / floor["wall_s"], 3)
@@ -1257,7 +1334,7 @@ def print_report(result: Mapping[str, Any], console) -> None:
         "load before -> after",
     ):
         table.add_column(col, justify="right" if col != "phase" else "left")
-    for name in ("floor", "platform", "naive"):
+    for name in ("floor", "ingest", "platform", "naive"):
         p = result[name]
         label = name + (" (extrapolated from these)" if p.get("extrapolated") else "")
         table.add_row(
@@ -1271,7 +1348,7 @@ def print_report(result: Mapping[str, Any], console) -> None:
             f"{p['load_average_before'][0]} -> {p['load_average_after'][0]}",
         )
     console.print(table)
-    for name in ("floor", "platform", "naive"):
+    for name in ("floor", "ingest", "platform", "naive"):
         console.print(f"  {name}: {result[name]['method']}")
     plat = result["platform"]
     console.print(
@@ -1288,6 +1365,11 @@ def print_report(result: Mapping[str, Any], console) -> None:
         f"for {result['nights']} nights ({result['ratios']['naive_over_platform_wall']}x the platform)"
     )
     r = result["ratios"]
+    console.print(
+        f"[bold]sunrise ingest / floor[/]: wall {r['ingest_over_floor_wall']}, CPU {r['ingest_over_floor_cpu']} "
+        f"({result['ingest']['nights_materialized']} nights materialized, {result['ingest']['runs']} runs, "
+        f"exit {result['ingest']['returncode']})"
+    )
     console.print(
         f"[bold]platform / floor[/]: wall {r['platform_over_floor_wall']}, CPU {r['platform_over_floor_cpu']} "
         f"(runs span / floor wall {r['platform_runs_span_over_floor_wall']})"

@@ -16,7 +16,7 @@ from sunrise_assets.cli.console import (
     out,
     progress_bar,
 )
-from sunrise_assets.cli.nights import print_scores, report_summary, run_ingest
+from sunrise_assets.cli.nights import WorkOpt, print_scores, report_summary, run_ingest
 
 
 def generate(
@@ -76,8 +76,12 @@ def demo(
             help="PSG scoring formats the sites deliver (see `sunrise generate --help`); default all: a messy bucket.",
         ),
     ] = ["all"],  # noqa: B006 (Typer takes a repeatable option's default as a list; it is never mutated)
+    in_process: WorkOpt = False,
 ) -> None:
-    """Generate nights, run the real Dagster pipeline on them, print their scores (the main job)."""
+    """Generate nights, run the real Dagster pipeline on them, print their scores (the main job).
+
+    The nights go through the instance's queue as `sunrise ingest` sends them (a dagster-daemon child
+    runs them as local run processes, as many at a time as the instance allows)."""
     from sunrise_assets.synthetic.generate import generate_bucket
 
     formats = _psg_formats(psg_format)
@@ -91,7 +95,7 @@ def demo(
             generate_bucket(bucket, nights, seed, on_night=lambda _i: progress.advance(task), psg_formats=formats)
         marker.write_text(json.dumps(wanted))
     allow_demo_key()
-    report = run_ingest(batch_size=settings.NIGHTS_PER_RUN)
+    report = run_ingest(batch_size=settings.NIGHTS_PER_RUN, in_process=in_process)
     print_scores(limit=max(nights, 50))
     report_summary(report)
     out.print(f"Dagster UI with this history: [bold]sunrise ui --workdir {settings.workdir()}[/]")

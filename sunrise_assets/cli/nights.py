@@ -4,6 +4,9 @@ raw files to the warehouse, and their removal."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import sys
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
@@ -77,10 +80,131 @@ def scan(
         out.print(f"[red]problem[/]: {p}")
 
 
-def run_ingest(batch_size: int):
-    from dagster import DagsterInstance
+class Terminated(BaseException):
+    """SIGTERM while a command waits: handled like Ctrl-C answered "leave it", without asking."""
 
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+WorkOpt = Annotated[
+    bool,
+    typer.Option(
+        "--in-process",
+        help="Execute the runs in this process, one after another (today's path, for debugging one night), "
+        "instead of submitting them to the Dagster instance.",
+    ),
+]
+NoWaitOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-wait",
+        help="Submit the backfill, print its id and where to follow it, and return (a daemon does the work).",
+    ),
+]
+
+
+class QueueDisplay:
+    """The waiting command's progress, fed from the instance: nights done, failed and in flight,
+    runs, elapsed time and ETA."""
+
+    def __init__(self, progress, description: str):
+        self.progress = progress
+        self.task = progress.add_task(description, total=None, detail="submitting")
+
+    def plan(self, nights: int) -> None:
+        self.progress.update(self.task, total=nights)
+
+    def update(self, state) -> None:
+        retries = f" ({state.runs_retried} retries)" if state.runs_retried else ""
+        detail = (
+            f"failed {len(state.failed)} · in flight {len(state.in_flight)} · "
+            f"runs {state.runs_live} live / {state.runs}{retries}"
+        )
+        self.progress.update(self.task, completed=state.done_so_far + len(state.failed), detail=detail)
+
+
+def queue_progress():
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from sunrise_assets.cli.console import console
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not console.is_terminal and os.environ.get("CI") == "true",
+    )
+
+
+def wait_for(submit, *, what: str):
+    """Run ``submit(on_work)`` (which submits work to the instance and waits for it); Ctrl-C asks
+    whether to cancel the backfill or leave it for later, SIGTERM leaves it without asking. Either
+    way the runs this command's daemon child started are stopped and the daemon child too."""
+    holder: dict = {}
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        return submit(lambda work: holder.__setitem__("work", work))
+    except (KeyboardInterrupt, Terminated) as exc:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one stop at a time
+        work = holder.get("work")
+        if work is None:
+            raise typer.Exit(130) from None
+        cancel = False
+        if isinstance(exc, KeyboardInterrupt) and sys.stdin.isatty():
+            cancel = typer.confirm(
+                f"\nCancel the {what}? (no: leave it for the next `sunrise {what}`, or for a running daemon)",
+                default=False,
+            )
+        from sunrise_assets.cli.console import console
+
+        console.print("stopping..." if cancel or (work.daemon and work.daemon.ours) else "leaving it running")
+        work.stop(cancel=cancel)
+        ids = ", ".join(work.outcome.submitted + work.outcome.joined) or "none"
+        console.print(
+            f"{'cancelled' if cancel else 'left for later'}: backfill(s) {ids}; "
+            f"the next `sunrise {what}` finishes what is not done"
+        )
+        raise typer.Exit(130 if isinstance(exc, KeyboardInterrupt) else 143) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def print_submitted(submitted: list[str], joined: list[str], instance, what: str) -> None:
+    """--no-wait: where the work is and who will do it."""
+    from sunrise_assets.lib.queued_work import daemon_alive, ui_url
+
+    for backfill_id in submitted:
+        out.print(f"submitted backfill [bold]{backfill_id}[/]: {ui_url(backfill_id)} (with `sunrise ui`)")
+    for backfill_id in joined:
+        out.print(f"already in flight: backfill [bold]{backfill_id}[/] ({ui_url(backfill_id)})")
+    if not submitted and not joined:
+        out.print(f"nothing to {what}")
+    elif not daemon_alive(instance):
+        out.print(
+            "[yellow]no dagster-daemon serves this instance[/]: the work starts with `sunrise ui`, "
+            f"`dagster-daemon run` or the next `sunrise {what}` (which waits)"
+        )
+
+
+def run_ingest(batch_size: int, *, in_process: bool = False, wait: bool = True):
+
+    from sunrise_assets.lib.ingest import NoRawFolder, ingest_queued
     from sunrise_assets.lib.ingest import ingest as do_ingest
+    from sunrise_assets.lib.queued_work import DaemonChild, open_instance
 
     settings.use_workdir(settings.workdir())
     bucket = bucket_from_option(None)
@@ -88,15 +212,39 @@ def run_ingest(batch_size: int):
         raise UserError(
             f"bucket {bucket.url} does not exist or cannot be reached (generate one with `sunrise generate`)"
         )
-    with DagsterInstance.get() as instance, progress_bar() as progress:
-        task = progress.add_task("materializing nights", total=None)
-        report = do_ingest(
-            bucket,
-            instance,
-            batch_size=batch_size,
-            on_plan=lambda n: progress.update(task, total=n),
-            on_nights_done=lambda n: progress.advance(task, n),
-        )
+    try:
+        with open_instance() as instance:
+            if in_process:
+                with progress_bar() as progress:
+                    task = progress.add_task("materializing nights", total=None)
+                    report = do_ingest(
+                        bucket,
+                        instance,
+                        batch_size=batch_size,
+                        on_plan=lambda n: progress.update(task, total=n),
+                        on_nights_done=lambda n: progress.advance(task, n),
+                    )
+            elif not wait:
+                report = ingest_queued(bucket, instance, wait=False)
+                print_submitted(report.submitted, report.joined, instance, "ingest")
+                return report
+            else:
+                with DaemonChild(instance, settings.dagster_home() / "daemon.log") as daemon:
+                    with queue_progress() as progress:
+                        display = QueueDisplay(progress, "materializing nights")
+                        report = wait_for(
+                            lambda on_work: ingest_queued(
+                                bucket,
+                                instance,
+                                daemon=daemon,
+                                on_plan=display.plan,
+                                on_progress=display.update,
+                                on_work=on_work,
+                            ),
+                            what="ingest",
+                        )
+    except NoRawFolder as exc:
+        raise UserError(str(exc)) from exc
     table = Table(title="nights")
     table.add_column("night", no_wrap=True)
     table.add_column("status")
@@ -110,7 +258,9 @@ def run_ingest(batch_size: int):
     out.print(
         f"{len(report.scan.nights)} paired nights in the bucket, {len(report.new_nights)} new; "
         f"{len(report.materialized)} materialized, {len(report.up_to_date)} up to date, {len(report.failed)} failed "
-        f"in {len(report.run_ids)} run(s). Unpaired: {len(report.scan.unpaired_recordings)} recordings, "
+        f"in {len(report.run_ids)} run(s)"
+        + (f", joining backfill(s) {', '.join(report.joined)} already in flight" if report.joined else "")
+        + f". Unpaired: {len(report.scan.unpaired_recordings)} recordings, "
         f"{len(report.scan.unpaired_studies)} PSG studies; {len(report.scan.problems)} unreadable files."
     )
     return report
@@ -164,7 +314,14 @@ def _print_validation_summary(bucket: BucketResource) -> None:
 def ingest(
     bucket: BucketOpt = None,
     workdir: WorkdirOpt = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Nights per run.")] = settings.NIGHTS_PER_RUN,
+    batch_size: Annotated[
+        int,
+        typer.Option(
+            "--batch-size",
+            min=1,
+            help="Nights per run with --in-process (a backfill's runs follow the assets' BackfillPolicy).",
+        ),
+    ] = settings.NIGHTS_PER_RUN,
     demo_key: Annotated[
         bool,
         typer.Option(
@@ -172,15 +329,25 @@ def ingest(
             help="Allow the public demo pseudonym key when SUNRISE_PSEUDONYM_KEY is unset (never for real data).",
         ),
     ] = False,
+    in_process: WorkOpt = False,
+    no_wait: NoWaitOpt = False,
 ) -> None:
-    """Register every paired night of the bucket as a partition and materialize what is missing."""
+    """Register every paired night of the bucket as a partition and materialize what is missing.
+
+    The nights go to the Dagster instance as an asset backfill (its queue, limits, run launcher, run
+    monitoring and retries apply); nights another command is already doing are joined, not redone.
+    Without a running dagster-daemon, this command runs one as a child until it is done. It waits,
+    then prints the per-night report (exit 1 when a night failed); Ctrl-C asks whether to cancel.
+    """
     if workdir:
         settings.use_workdir(workdir)
     if demo_key:
         allow_demo_key()
     if bucket is not None:
         bucket_from_option(bucket)  # --bucket: sets SUNRISE_BUCKET, which run_ingest reads
-    report = run_ingest(batch_size)
+    report = run_ingest(batch_size, in_process=in_process, wait=not no_wait)
+    if not report.waited:
+        return
     report_summary(report)
     if report.failed or report.summary_error:
         raise typer.Exit(1)
@@ -284,24 +451,57 @@ def refresh(
         typer.Option("--nights", help="Night keys to refresh (repeat the option); default: every registered night."),
     ] = None,
     workdir: WorkdirOpt = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Nights per run.")] = settings.NIGHTS_PER_RUN,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, help="Nights per run with --in-process.")
+    ] = settings.NIGHTS_PER_RUN,
+    in_process: WorkOpt = False,
+    no_wait: NoWaitOpt = False,
 ) -> None:
-    """Re-materialize a layer and everything downstream of it (the full refresh after a logic change)."""
-    from dagster import DagsterInstance
+    """Re-materialize a layer and everything downstream of it (the full refresh after a logic change).
+
+    Submitted to the Dagster instance as an asset backfill, waited for as `sunrise ingest` does."""
 
     from sunrise_assets.defs.jobs import LAYERS
     from sunrise_assets.lib.operations import refresh as do_refresh
+    from sunrise_assets.lib.operations import refresh_queued
+    from sunrise_assets.lib.queued_work import DaemonChild, open_instance
 
     if from_layer not in LAYERS:
         raise UserError(f"--from must be one of {', '.join(LAYERS)}, not {from_layer!r}")
     settings.use_workdir(workdir or settings.workdir())
-    with DagsterInstance.get() as instance, progress_bar() as progress:
+    with open_instance() as instance:
         total = len(nights) if nights else len(instance.get_dynamic_partitions("nights"))
-        task = progress.add_task(f"refreshing from {from_layer}", total=total)
         try:
-            report = do_refresh(
-                instance, from_layer, nights, batch_size=batch_size, on_batch=lambda n: progress.advance(task, n)
-            )
+            if in_process:
+                with progress_bar() as progress:
+                    task = progress.add_task(f"refreshing from {from_layer}", total=total)
+                    report = do_refresh(
+                        instance,
+                        from_layer,
+                        nights,
+                        batch_size=batch_size,
+                        on_batch=lambda n: progress.advance(task, n),
+                    )
+            elif no_wait:
+                report = refresh_queued(instance, from_layer, nights, wait=False)
+                print_submitted(report.submitted, [], instance, "refresh")
+                return
+            else:
+                with DaemonChild(instance, settings.dagster_home() / "daemon.log") as daemon:
+                    with queue_progress() as progress:
+                        display = QueueDisplay(progress, f"refreshing from {from_layer}")
+                        display.plan(total)
+                        report = wait_for(
+                            lambda on_work: refresh_queued(
+                                instance,
+                                from_layer,
+                                nights,
+                                daemon=daemon,
+                                on_progress=display.update,
+                                on_work=on_work,
+                            ),
+                            what="refresh",
+                        )
         except ValueError as exc:
             raise UserError(str(exc)) from exc
     out.print(
@@ -320,20 +520,34 @@ def forget(
     night: Annotated[str, typer.Argument(help="Night key, e.g. sub-3f9a1c2e07b45d61_ses-20240117.")],
     workdir: WorkdirOpt = None,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    in_process: WorkOpt = False,
 ) -> None:
     """Delete one night everywhere (raw files, every layer, the warehouse, its partition): consent withdrawn."""
     from dagster import DagsterInstance
 
     from sunrise_assets.domain.anonymise import NIGHT_KEY_RE
+    from sunrise_assets.lib.ingest import validation_keys
     from sunrise_assets.lib.operations import forget as do_forget
+    from sunrise_assets.lib.queued_work import DaemonChild, QueuedWork
 
     if not NIGHT_KEY_RE.fullmatch(night):
         raise UserError(f"{night!r} is not a night key (sub-<16 hex>_ses-YYYYMMDD)")
     settings.use_workdir(workdir or settings.workdir())
     if not yes and not typer.confirm(f"Delete every trace of {night}, raw files included?"):
         raise typer.Exit(1)
-    with DagsterInstance.get() as instance:
-        report = do_forget(night, bucket_from_option(None), warehouse_from_settings(), instance)
+    with DagsterInstance.get() as instance, DaemonChild(instance, settings.dagster_home() / "daemon.log") as daemon:
+
+        def summary(instance):  # the summary without the night: submitted to the instance, waited for
+            work = QueuedWork(instance, [], [], trigger="forget", daemon=daemon)
+            return wait_for(lambda on_work: (on_work(work), work.summary(validation_keys()))[1], what="forget")
+
+        report = do_forget(
+            night,
+            bucket_from_option(None),
+            warehouse_from_settings(),
+            instance,
+            summary=None if in_process else summary,
+        )
     out.print(
         f"forgot {night}: {report.raw_objects} raw objects; "
         + ", ".join(f"{layer} {n} objects" for layer, n in report.layer_objects.items())

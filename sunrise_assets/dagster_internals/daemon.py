@@ -1,20 +1,44 @@
-"""What `sunrise bench` needs to drive Dagster's daemon the way the UI does: a workspace context,
-an asset backfill submitted to the instance, and one automation tick evaluated in-process (to time
-it). Dagster 1.13 has no public Python call for either (the UI goes through GraphQL)."""
+"""What the platform needs to drive Dagster's daemon the way the UI does: an asset backfill
+submitted to the instance, read back and cancelled, a workspace context, and one automation tick
+evaluated in-process (`sunrise bench` times it). Dagster 1.13 has no public Python call for any of
+these (the UI goes through GraphQL)."""
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from dagster import AssetKey
 from dagster._core.definitions.asset_daemon_cursor import AssetDaemonCursor
 from dagster._core.definitions.automation_tick_evaluation_context import AutomationTickEvaluationContext
-from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
+from dagster._core.execution.backfill import BulkActionsFilter, BulkActionStatus, PartitionBackfill
+from dagster._core.storage.tags import WILL_RETRY_TAG
 from dagster._core.utils import make_new_backfill_id
 from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._core.workspace.load_target import WorkspaceFileTarget
 
 __all__ = [
+    "WILL_RETRY_TAG",
     "AssetDaemonCursor",
     "AutomationTickEvaluationContext",
     "BulkActionStatus",
+    "BulkActionsFilter",
     "PartitionBackfill",
     "WorkspaceFileTarget",
     "WorkspaceProcessContext",
+    "backfill_partitions",
     "make_new_backfill_id",
 ]
+
+
+def backfill_partitions(backfill: PartitionBackfill, asset_keys: Sequence[AssetKey]) -> set[str]:
+    """The partitions an asset backfill targets for any of ``asset_keys`` (empty for a job backfill)."""
+    data = backfill.asset_backfill_data
+    if data is None:
+        return set()
+    subset = data.target_subset
+    keys: set[str] = set()
+    for key in asset_keys:
+        partitions = subset.partitions_subsets_by_asset_key.get(key)  # None: unpartitioned, or not targeted
+        if partitions is not None:
+            keys.update(partitions.get_partition_keys())
+    return keys

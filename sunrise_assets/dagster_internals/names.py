@@ -7,6 +7,7 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG,
     BACKFILL_ID_TAG,
     PARTITION_NAME_TAG,
+    RETRY_ON_ASSET_OR_OP_FAILURE_TAG,
 )
 
 __all__ = [
@@ -15,4 +16,5 @@ __all__ = [
     "BACKFILL_ID_TAG",
     "DATA_VERSION_TAG",
     "PARTITION_NAME_TAG",
+    "RETRY_ON_ASSET_OR_OP_FAILURE_TAG",
 ]

@@ -1,4 +1,6 @@
-"""Register the paired nights of a bucket and materialize what is missing, in batched runs."""
+"""Register the paired nights of a bucket and materialize what is missing: submitted to the Dagster
+instance as an asset backfill (``ingest_queued``, the default), or executed in this process
+(``ingest``, `--in-process`, for debugging one night)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ from sunrise_assets.domain.pairing import ScanResult, scan_bucket
 from sunrise_assets.domain.raw_nights import contiguous_batches, reconcile
 from sunrise_assets.lib.night_batches import failed_nights_of
 from sunrise_assets.lib.night_registry import register
+from sunrise_assets.lib.queued_work import DaemonChild, QueuedWork
+from sunrise_assets.lib.queued_work import Progress as WorkProgress
 
 # A night is done when both user-facing tables hold it.
 FINAL_ASSETS = (AssetKey("training_epochs"), AssetKey("night_scores"))
@@ -32,6 +36,20 @@ class IngestReport:
     run_ids: list[str] = field(default_factory=list)  # every run, the validation summary's included
     summary_run_id: str | None = None
     summary_error: str | None = None
+    submitted: list[str] = field(default_factory=list)  # backfills this command submitted
+    joined: list[str] = field(default_factory=list)  # backfills of another command it waited for
+    waited: bool = True  # False with --no-wait: the nights are submitted, not done yet
+
+
+class NoRawFolder(ValueError):
+    """The bucket has no raw/ folder: nothing to ingest (most likely the wrong directory)."""
+
+
+@dataclass
+class IngestPlan:
+    report: IngestReport
+    todo: set[str]
+    already: set[str]
 
 
 def done_nights(instance: DagsterInstance) -> set[str]:
@@ -102,14 +120,11 @@ def run_validation(
     return result.run_id, "; ".join(errors) or "the run failed"
 
 
-def ingest(
-    bucket: BucketResource,
-    instance: DagsterInstance,
-    *,
-    batch_size: int = NIGHTS_PER_RUN,
-    on_nights_done: Callable[[int], None] | None = None,
-    on_plan: Callable[[int], None] | None = None,
-) -> IngestReport:
+def plan_ingest(bucket: BucketResource, instance: DagsterInstance) -> IngestPlan:
+    """Pair the bucket's raw files, register the nights (partitions, raw data versions) and say
+    which are to materialize: new ones, changed ones, and those never finished."""
+    if next(iter(bucket.list("raw/")), None) is None:
+        raise NoRawFolder(f"no raw/ folder (or an empty one) in the bucket {bucket.url}: nothing to ingest")
     # Temp files of writes killed earlier (a crashed run, a killed CLI): never data, removed here.
     bucket.remove_leftovers()
     scan = scan_bucket(bucket)
@@ -120,6 +135,66 @@ def ingest(
     already = done_nights(instance)
     todo = {n for n in ours if n not in already or n in reconciliation.changed}
     report.up_to_date = sorted(ours - todo)
+    return IngestPlan(report, todo, already)
+
+
+def ingest_queued(
+    bucket: BucketResource,
+    instance: DagsterInstance,
+    *,
+    daemon: DaemonChild | None = None,
+    wait: bool = True,
+    on_plan: Callable[[int], None] | None = None,
+    on_progress: Callable[[WorkProgress], None] | None = None,
+    on_work: Callable[[QueuedWork], None] | None = None,
+) -> IngestReport:
+    """The nights to materialize as an asset backfill on the instance (joined when another command's
+    is already doing them); with ``wait``, watched until done, then the cross-night summary once."""
+    plan = plan_ingest(bucket, instance)
+    report = plan.report
+    if on_plan:
+        on_plan(len(plan.todo))
+    work = QueuedWork(instance, layer_keys(), FINAL_ASSETS, trigger="ingest", daemon=daemon, on_progress=on_progress)
+    if on_work:
+        on_work(work)
+    outcome = work.run(plan.todo, wait=wait, rounds=MAX_ROUNDS)
+    report.submitted, report.joined, report.waited = outcome.submitted, outcome.joined, wait
+    if not wait:
+        return report
+    report.run_ids = list(outcome.run_ids)
+    report.materialized = sorted(outcome.done)
+    report.failed = dict(outcome.failed)
+    for night in sorted(plan.todo - outcome.done - set(report.failed)):
+        report.failed[night] = f"night {night}: not materialized (a step upstream was skipped or its run was stopped)"
+    if report.run_ids or (
+        plan.already and not all(instance.get_latest_materialization_event(k) for k in validation_keys())
+    ):
+        report.summary_run_id, report.summary_error = work.summary(validation_keys())
+        report.run_ids = list(outcome.run_ids)  # the summary's included
+    return report
+
+
+def layer_keys() -> list[AssetKey]:
+    """Every per-night asset, bronze to the warehouse (named explicitly, so that automation sees the
+    runs already target every layer)."""
+    from sunrise_assets.definitions import build_defs
+
+    return sorted(
+        AssetSelection.groups(*LAYERS).resolve(build_defs().resolve_asset_graph()), key=lambda k: k.to_user_string()
+    )
+
+
+def ingest(
+    bucket: BucketResource,
+    instance: DagsterInstance,
+    *,
+    batch_size: int = NIGHTS_PER_RUN,
+    on_nights_done: Callable[[int], None] | None = None,
+    on_plan: Callable[[int], None] | None = None,
+) -> IngestReport:
+    """`--in-process`: today's path, every batch executed in this process, one after another."""
+    plan = plan_ingest(bucket, instance)
+    report, todo, already = plan.report, set(plan.todo), plan.already
     if on_plan:
         on_plan(len(todo))
     # A bad night fails alone; good nights held back by it are retried in the next round.

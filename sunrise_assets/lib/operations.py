@@ -14,6 +14,8 @@ from sunrise_assets.defs.partitions import NIGHTS_PER_RUN, nights_partitions
 from sunrise_assets.domain import candidates, layout
 from sunrise_assets.domain.anonymise import validate_night_key
 from sunrise_assets.domain.raw_nights import contiguous_batches, load_source
+from sunrise_assets.lib.queued_work import DaemonChild, QueuedWork
+from sunrise_assets.lib.queued_work import Progress as WorkProgress
 
 
 def layer_and_downstream(layer: str) -> list[AssetKey]:
@@ -34,6 +36,56 @@ class RefreshReport:
     run_ids: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     summary_error: str | None = None
+    submitted: list[str] = field(default_factory=list)  # backfills submitted or joined (queued only)
+    waited: bool = True
+
+
+def _refresh_plan(instance: DagsterInstance, layer: str, nights: Sequence[str] | None):
+    from sunrise_assets.lib.ingest import validation_keys
+
+    ordered = instance.get_dynamic_partitions(nights_partitions.name)
+    chosen = set(ordered) if not nights else {validate_night_key(n) for n in nights}
+    unknown = chosen - set(ordered)
+    if unknown:
+        raise ValueError(f"not registered nights: {', '.join(sorted(unknown))}")
+    report = RefreshReport(assets=layer_and_downstream(layer), nights=[n for n in ordered if n in chosen])
+    cross_night = set(validation_keys())
+    per_night = [k for k in report.assets if k not in cross_night]
+    summary = [k for k in report.assets if k in cross_night]
+    return report, per_night, summary
+
+
+def refresh_queued(
+    instance: DagsterInstance,
+    layer: str,
+    nights: Sequence[str] | None = None,
+    *,
+    daemon: DaemonChild | None = None,
+    wait: bool = True,
+    on_progress: Callable[[WorkProgress], None] | None = None,
+    on_work: Callable[[QueuedWork], None] | None = None,
+) -> RefreshReport:
+    """``refresh`` submitted to the instance: an asset backfill of ``layer`` and everything downstream
+    over the chosen nights, then (when waiting) the cross-night assets downstream of it once."""
+    from sunrise_assets.lib.ingest import FINAL_ASSETS
+
+    report, per_night, summary = _refresh_plan(instance, layer, nights)
+    # The warehouse's two tables close every night's chain, whatever layer the refresh starts from.
+    work = QueuedWork(instance, per_night, FINAL_ASSETS, trigger="refresh", daemon=daemon, on_progress=on_progress)
+    if on_work:
+        on_work(work)
+    outcome = work.run(report.nights, wait=wait)
+    report.submitted, report.waited = outcome.submitted + outcome.joined, wait
+    if not wait:
+        return report
+    report.run_ids = list(outcome.run_ids)
+    report.failed = dict(outcome.failed)
+    for night in sorted(set(report.nights) - outcome.done - set(report.failed)):
+        report.failed[night] = f"night {night}: not refreshed (a step upstream was skipped or its run was stopped)"
+    if summary and report.run_ids:
+        _, report.summary_error = work.summary(summary)
+        report.run_ids = list(outcome.run_ids)  # the summary's included
+    return report
 
 
 def refresh(
@@ -82,7 +134,14 @@ class ForgetReport:
     summary_error: str | None = None
 
 
-def forget(night: str, bucket: BucketResource, warehouse: WarehouseResource, instance: DagsterInstance) -> ForgetReport:
+def forget(
+    night: str,
+    bucket: BucketResource,
+    warehouse: WarehouseResource,
+    instance: DagsterInstance,
+    *,
+    summary: Callable[[DagsterInstance], tuple[str | None, str | None]] | None = None,
+) -> ForgetReport:
     """A subject withdrew consent: delete the night everywhere, raw included (else the sensor
     would find it again), remove its partition and its event history, and recompute the
     cross-night validation summary without it. Other nights are untouched."""
@@ -113,9 +172,10 @@ def forget(night: str, bucket: BucketResource, warehouse: WarehouseResource, ins
     if bucket.exists(layout.gold_validation_summary()):
         # The summary aggregates every night's scores (no keys, but the night's numbers are in
         # it): recomputed now without the withdrawn night, not at the next automation tick.
+        # ``summary``: how (the CLI submits it to the instance); by default in this process.
         from sunrise_assets.lib.ingest import run_validation
 
-        report.summary_run_id, report.summary_error = run_validation(instance)
+        report.summary_run_id, report.summary_error = (summary or run_validation)(instance)
     return report
 
 
