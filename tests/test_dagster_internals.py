@@ -223,3 +223,50 @@ def test_local_run_launcher_internals(tmp_path):
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
     assert local.process_start_time(child.pid) is None
+
+
+def test_history_events_are_what_dagster_reads_back(tmp_path):
+    """The synthetic history of `sunrise bench-scale` (dagster_internals/history_events.py): the
+    private event data classes and tags it builds on, stored and read back through public calls."""
+    from dagster._core.definitions.data_version import CODE_VERSION_TAG
+
+    from sunrise_assets.dagster_internals import history_events
+
+    assert history_events.CODE_VERSION_TAG == CODE_VERSION_TAG == "dagster/code_version"
+    assert history_events.RUNLESS_RUN_ID == ""
+    assert "partition" in _params(history_events.AssetMaterializationPlannedData)
+    key = dagster.AssetKey("night_scores")
+    with dagster.DagsterInstance.local_temp(str(tmp_path)) as instance:
+        instance.add_dynamic_partitions("nights", ["a", "b"])
+        run = dagster.DagsterRun(job_name="nightly_pipeline", run_id="r1", status=dagster.DagsterRunStatus.SUCCESS)
+        instance.add_run(run)
+        instance.event_log_storage.store_event_batch(
+            [history_events.planned_entry("r1", "nightly_pipeline", "night_scores", key, "a", 1.0)]
+            + [
+                history_events.materialization_entry(
+                    "r1",
+                    "nightly_pipeline",
+                    "night_scores",
+                    key,
+                    "a",
+                    2.0,
+                    code_version="7",
+                    data_version="d1",
+                    metadata={"night_wall_s": 0.1},
+                )
+            ]
+        )
+        instance.event_log_storage.store_event_batch(
+            [
+                history_events.runless_observation_entry(
+                    dagster.AssetObservation(asset_key="raw_night", partition="b", tags={"dagster/data_version": "v"}),
+                    3.0,
+                )
+            ]
+        )
+        assert instance.get_materialized_partitions(key) == {"a"}
+        record = instance.fetch_materializations(key, limit=1).records[0]
+        assert record.run_id == "r1" and record.partition_key == "a"
+        assert record.asset_materialization.tags[CODE_VERSION_TAG] == "7"
+        observation = instance.fetch_observations(dagster.AssetKey("raw_night"), limit=1).records[0]
+        assert observation.partition_key == "b" and observation.run_id == ""

@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from sunrise_assets.cli import bench, candidate, demo, deploy, export, lineage, modelling, nights, psg, ui
+from sunrise_assets.cli import bench, candidate, demo, deploy, export, lineage, modelling, nights, psg, scale_bench, ui
 from sunrise_assets.cli.console import UserError, command_path, error_exit
 
 app = typer.Typer(
@@ -34,6 +34,7 @@ app.add_typer(psg.psg_app, name="psg")
 app.command("deploy")(deploy.deploy)
 app.command("export-training")(export.export_training_command)
 app.command("bench")(bench.bench_command)
+app.command("bench-scale")(scale_bench.bench_scale_command)
 
 
 def main() -> None:

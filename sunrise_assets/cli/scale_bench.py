@@ -1,0 +1,408 @@
+"""`sunrise bench-scale`: Dagster's own costs as the archive grows, without computing any night.
+
+For each N, a work directory DIR/<instance>-<N>/ gets a raw bucket of N tiny nights and an instance
+holding their partitions, raw versions and the history of every asset for every night
+(``lib/scale_history.py``; built once, reused while its ``built.json`` matches). Then, timed:
+
+- with nothing new: the bucket sensor's tick (a whole sweep of the raw listing, tick by tick, and
+  one tick with nothing to do) and the automation evaluation (the daemon's, cursor round-tripped);
+  `sunrise ingest`'s planning with nothing to do (``lib.ingest.ingest``: scan, reconcile, register,
+  done nights, no run); the UI's GraphQL: the asset graph, an asset's Partitions tab and one
+  partition's page, against a dagster-webserver started for it;
+- with 100 new nights (tiny raw files added): the sensor ticks that find and register them (their
+  partitions and raw versions applied as the daemon does), then the automation evaluation;
+- at the end, `sunrise forget` of one night (it changes the instance).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from sunrise_assets import settings
+
+BUILD_VERSION = 1
+NEW_NIGHTS = 100
+BENCH_KEY = "sunrise-bench-key-synthetic-nights-only"
+TARGETS = {
+    "sensor_tick_s": 10.0,
+    "automation_s": 10.0,
+    "partitions_tab_s": 3.0,
+    "ingest_nothing_to_do_s": 30.0,
+}
+GRAPHQL = {
+    "asset_graph": """query AssetGraph { assetNodes { id assetKey { path } groupName isPartitioned
+        dependencyKeys { path } dependedByKeys { path } opNames isMaterializable isObservable
+        automationCondition { label } } }""",
+    "partitions_tab": """query PartitionsTab($key: AssetKeyInput!) { assetNodeOrError(assetKey: $key) {
+        ... on AssetNode { id partitionKeysByDimension { name partitionKeys }
+        assetPartitionStatuses { __typename ... on DefaultPartitionStatuses { materializedPartitions
+        materializingPartitions failedPartitions } } } } }""",
+    "partition_page": """query PartitionPage($key: AssetKeyInput!, $partition: String!) {
+        assetOrError(assetKey: $key) { ... on Asset { id assetMaterializations(partitions: [$partition], limit: 20) {
+        runId partition timestamp metadataEntries { label } } assetObservations(partitions: [$partition], limit: 20)
+        { runId timestamp } } } assetNodeOrError(assetKey: $key) { ... on AssetNode { id
+        latestMaterializationByPartition(partitions: [$partition]) { runId timestamp } } } }""",
+}
+
+
+def _env(root: Path, pg_env: dict[str, str] | None) -> dict[str, str]:
+    env = {
+        "SUNRISE_WORKDIR": str(root),
+        "SUNRISE_BUCKET": str(root / "bucket"),
+        "SUNRISE_WAREHOUSE_URL": f"sqlite:///{root / 'warehouse.sqlite'}",
+        "DAGSTER_HOME": str(root / "dagster_home"),
+        "SUNRISE_PSEUDONYM_KEY": os.environ.get("SUNRISE_PSEUDONYM_KEY") or BENCH_KEY,
+    }
+    if pg_env:
+        env["DAGSTER_EVENT_BATCH_SIZE"] = "200"
+        env.update(pg_env)
+    return env
+
+
+def _timed(fn, *args, **kwargs) -> tuple[Any, float]:
+    began = time.perf_counter()
+    value = fn(*args, **kwargs)
+    return value, round(time.perf_counter() - began, 3)
+
+
+def build_instance(root: Path, nights: int, pg=None) -> dict[str, Any]:
+    """The work directory of N nights (reused when built before with the same N and version)."""
+    from dagster import DagsterInstance
+
+    from sunrise_assets.definitions import build_defs
+    from sunrise_assets.domain.anonymise import Pseudonymizer, load_key
+    from sunrise_assets.lib import scale_history
+
+    marker = root / "built.json"
+    if marker.exists() and pg is None:
+        built = json.loads(marker.read_text())
+        if built.get("version") == BUILD_VERSION and built.get("nights_requested") == nights:
+            return built | {"reused": True}
+    if root.exists():
+        shutil.rmtree(root)
+    home = root / "dagster_home"
+    home.mkdir(parents=True)
+    config = settings.REPO_ROOT / ("deploy/dagster.yaml" if pg else "dagster.yaml")
+    shutil.copy(config, home / "dagster.yaml")
+    pg_env = pg.dagster_env(pg.create_database(f"scale_{nights}").rsplit("/", 1)[1]) if pg else None
+    os.environ.update(_env(root, pg_env))
+    with DagsterInstance.get() as instance:
+        built = scale_history.build(
+            instance,
+            root / "bucket",
+            nights,
+            Pseudonymizer(load_key()),
+            build_defs(),
+            on_step=lambda name, s: print(f"  built {name} in {s} s", file=sys.stderr),
+        )
+    built |= {"version": BUILD_VERSION, "nights_requested": nights}
+    marker.write_text(json.dumps(built, indent=1))
+    return built | {"reused": False, "pg_env": pg_env}  # the connection (a password) stays in memory
+
+
+def _materialized_counts(instance, keys) -> dict[str, int]:
+    return {k.to_user_string(): len(instance.get_materialized_partitions(k)) for k in keys}
+
+
+def measure(root: Path, built: dict[str, Any], *, webserver: bool = True) -> dict[str, Any]:
+    import logging
+
+    from dagster import AssetKey, AssetSelection, DagsterInstance, SensorResult, build_sensor_context
+    from dagster_shared.serdes import deserialize_value, serialize_value
+
+    from resources.bucket import BucketResource
+    from resources.sql_warehouse import WarehouseResource
+    from sunrise_assets.dagster_internals.daemon import AssetDaemonCursor, AutomationTickEvaluationContext
+    from sunrise_assets.definitions import build_defs
+    from sunrise_assets.defs import sensors
+    from sunrise_assets.defs.jobs import LAYERS, VALIDATION
+    from sunrise_assets.defs.partitions import nights_partitions
+    from sunrise_assets.lib import scale_history
+    from sunrise_assets.lib.operations import forget
+
+    os.environ.update(_env(root, built.get("pg_env")))
+    bucket = BucketResource(url=str(root / "bucket"))
+    defs = build_defs()
+    graph = defs.resolve_asset_graph()
+    selection = AssetSelection.groups(*LAYERS, VALIDATION)
+    logger = logging.getLogger("sunrise.bench.scale")
+    out: dict[str, Any] = {
+        "nights": built["nights"],
+        "build": {k: built[k] for k in ("runs", "events", "build_s", "failed_then_rerun", "still_failed")},
+        "expected_materialized": built["expected_materialized"],
+    }
+
+    def sweep(instance, cursor):
+        """Ticks until the sweep of the raw listing ends; each tick's time and what it found."""
+        ticks = []
+        while True:
+            ctx = build_sensor_context(instance=instance, cursor=cursor)
+            result, wall = _timed(sensors.evaluate, ctx, bucket)
+            cursor = result.cursor
+            found = isinstance(result, SensorResult) and bool(result.run_requests)
+            ticks.append({"wall_s": wall, "runs_requested": len(result.run_requests or []) if found else 0})
+            if found:  # what the daemon does with the tick's result
+                for request in result.dynamic_partitions_requests or []:
+                    instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+                for event in result.asset_events or []:
+                    instance.report_runless_asset_event(event)
+            if not json.loads(cursor)["after"]:
+                return cursor, ticks
+
+    def automation(instance, cursor):
+        def run():
+            return AutomationTickEvaluationContext(
+                evaluation_id=cursor.evaluation_id + 1,
+                instance=instance,
+                asset_graph=graph,
+                cursor=cursor,
+                materialize_run_tags={},
+                observe_run_tags={},
+                auto_observe_asset_keys=set(),
+                asset_selection=selection,
+                logger=logger,
+                emit_backfills=False,
+            ).evaluate()
+
+        (requests, new_cursor, _), wall = _timed(run)
+        return deserialize_value(serialize_value(new_cursor), AssetDaemonCursor), wall, len(requests)
+
+    with DagsterInstance.get() as instance:
+        keys = [a.key for a in scale_history.pipeline_assets(defs)]
+        out["materialized_partitions"] = _materialized_counts(instance, keys)
+        # --- nothing new
+        cursor, first_sweep = sweep(instance, None)
+        cursor, second_sweep = sweep(instance, cursor)
+        auto_cursor, cold_auto, _ = automation(instance, AssetDaemonCursor.empty())
+        autos = []
+        for _ in range(3):
+            auto_cursor, wall, requested = automation(instance, auto_cursor)
+            autos.append({"wall_s": wall, "requested": requested})
+        ingest_s, to_do = plan_ingest(bucket, instance)
+        out["nothing_new"] = {
+            "sensor_tick_s": max(t["wall_s"] for t in second_sweep),
+            "sensor_sweep": {"ticks": len(second_sweep), "wall_s": round(sum(t["wall_s"] for t in second_sweep), 3)},
+            "sensor_first_sweep_s": round(sum(t["wall_s"] for t in first_sweep), 3),
+            "automation_s": statistics.median(a["wall_s"] for a in autos),
+            "automation_cold_s": cold_auto,
+            "automation_requested": sum(a["requested"] for a in autos),
+            "ingest_nothing_to_do_s": ingest_s,
+            # nights ingest would run: the nights that failed and were never re-run (it retries them)
+            "ingest_nights_to_run": to_do,
+        }
+        if webserver:
+            out["ui"] = measure_graphql(root, built, instance)
+        # --- 100 new nights
+        start = built["nights_requested"]
+        scale_history.write_raw_nights(root / "bucket", range(start, start + NEW_NIGHTS))
+        before = len(instance.get_dynamic_partitions(nights_partitions.name))
+        cursor, ticks = sweep(instance, cursor)
+        after = len(instance.get_dynamic_partitions(nights_partitions.name))
+        autos = []
+        for _ in range(2):
+            auto_cursor, wall, requested = automation(instance, auto_cursor)
+            autos.append({"wall_s": wall, "requested": requested})
+        out["new_nights"] = {
+            "nights_added": after - before,
+            "sensor_tick_s": max(t["wall_s"] for t in ticks),
+            "sensor_sweep": {"ticks": len(ticks), "wall_s": round(sum(t["wall_s"] for t in ticks), 3)},
+            "runs_requested": sum(t["runs_requested"] for t in ticks),
+            "automation_s": autos[0]["wall_s"],
+            "automation_requested": autos[0]["requested"],
+        }
+        # --- forget one night (last: it changes the instance)
+        night = instance.get_dynamic_partitions(nights_partitions.name)[0]
+        warehouse = WarehouseResource(url=settings.warehouse_url(), password=settings.warehouse_password())
+        warehouse.ensure_schema(["feature"], ["score"])  # empty tables: the nights were never computed
+        report, forget_s = _timed(forget, night, bucket, warehouse, instance)
+        out["forget_one_night"] = {
+            "wall_s": forget_s,
+            "partition_removed": report.partition_removed,
+            "history_wiped": report.history_wiped,
+        }
+        out["forget_one_night"]["still_materialized"] = night in instance.get_materialized_partitions(
+            AssetKey("night_scores")
+        )
+    out["targets"] = targets(out)
+    return out
+
+
+class _Planned(Exception):
+    def __init__(self, nights: int):
+        self.nights = nights
+
+
+def plan_ingest(bucket, instance) -> tuple[float, int]:
+    """`sunrise ingest` up to its plan (scan, reconcile, register, which nights are done): the time
+    it takes when there is nothing to do, and how many nights it would run. Stopped there, so that
+    the nights that failed for good (which ingest retries) are not run."""
+    from sunrise_assets.lib.ingest import ingest
+
+    def stop(nights: int) -> None:
+        raise _Planned(nights)
+
+    began = time.perf_counter()
+    try:
+        ingest(bucket, instance, on_plan=stop)
+    except _Planned as planned:
+        return round(time.perf_counter() - began, 3), planned.nights
+    raise RuntimeError("ingest returned without planning")
+
+
+def measure_graphql(root: Path, built: dict[str, Any], instance, repeats: int = 3) -> dict[str, Any]:
+    """The queries behind the asset graph, the Partitions tab of night_scores and one night's page,
+    against a dagster-webserver on this instance (median of ``repeats`` after one warm-up)."""
+    if str(settings.REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(settings.REPO_ROOT))
+    from sunrise_assets.defs.partitions import nights_partitions
+    from tests.support.browser import DagsterWebserver
+
+    night = instance.get_dynamic_partitions(nights_partitions.name)[-1]
+    variables = {
+        "asset_graph": {},
+        "partitions_tab": {"key": {"path": ["night_scores"]}},
+        "partition_page": {"key": {"path": ["night_scores"]}, "partition": night},
+    }
+    env = {**os.environ, **_env(root, built.get("pg_env"))}
+    server = DagsterWebserver(env, root / "webserver.log").start(timeout=300)
+    figures: dict[str, Any] = {}
+    try:
+        for name, query in GRAPHQL.items():
+            times = []
+            for _ in range(repeats + 1):
+                data, wall = _timed(server.graphql, query, variables[name])
+                times.append(wall)
+            figures[name + "_s"] = statistics.median(times[1:])
+            figures[name + "_cold_s"] = times[0]
+            if name == "partitions_tab":
+                statuses = data["assetNodeOrError"]["assetPartitionStatuses"]
+                figures["partitions_tab_materialized"] = len(statuses["materializedPartitions"])
+                figures["partitions_tab_failed"] = len(statuses["failedPartitions"])
+    finally:
+        server.stop()
+    return figures
+
+
+def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
+    nothing = result["nothing_new"]
+    rows = [
+        ("sensor tick, nothing new", "<= 10 s", nothing["sensor_tick_s"], 10.0),
+        ("automation evaluation, nothing new", "<= 10 s", nothing["automation_s"], 10.0),
+        ("sunrise ingest, nothing to do", "<= 30 s", nothing["ingest_nothing_to_do_s"], 30.0),
+    ]
+    if "ui" in result:
+        rows.append(("Partitions tab data (GraphQL)", "<= 3 s", result["ui"]["partitions_tab_s"], 3.0))
+    return [{"target": t, "goal": g, "measured": m, "met": m <= limit} for t, g, m, limit in rows]
+
+
+def run_scale_bench(
+    nights_list: list[int], workdir: Path, *, instance: str = "sqlite", webserver: bool = True
+) -> dict[str, Any]:
+    from sunrise_assets.cli.bench import machine_info
+
+    if instance not in ("sqlite", "postgres"):
+        raise ValueError(f"--instance must be sqlite or postgres, not {instance!r}")
+    saved = {
+        k: os.environ.get(k)
+        for k in _env(
+            workdir,
+            {
+                "DAGSTER_PG_HOST": "",
+                "DAGSTER_PG_PORT": "",
+                "DAGSTER_PG_USER": "",
+                "DAGSTER_PG_PASSWORD": "",
+                "DAGSTER_PG_DB": "",
+            },
+        )
+    }
+    pg = None
+    if instance == "postgres":
+        from sunrise_assets.cli.bench import start_postgres
+
+        pg = start_postgres()
+    result: dict[str, Any] = {"machine": machine_info(), "instance": instance, "runs": []}
+    try:
+        for n in nights_list:
+            root = workdir / f"{instance}-{n}"
+            built = build_instance(root, n, pg)
+            # the measurement changes the instance (new nights, a forgotten night): rebuilt next time
+            (root / "built.json").unlink(missing_ok=True)
+            figures = measure(root, built, webserver=webserver)
+            figures["build_reused"] = built["reused"]
+            result["runs"].append(figures)
+    finally:
+        if pg is not None:
+            pg.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return result
+
+
+def print_table(result: dict[str, Any], console) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"bench-scale ({result['instance']})")
+    cols = [
+        ("nights", lambda r: str(r["nights"])),
+        ("build s", lambda r: str(sum(r["build"]["build_s"].values()))),
+        ("events", lambda r: str(r["build"]["events"])),
+        ("tick s", lambda r: str(r["nothing_new"]["sensor_tick_s"])),
+        ("sweep s", lambda r: str(r["nothing_new"]["sensor_sweep"]["wall_s"])),
+        ("automation s", lambda r: str(r["nothing_new"]["automation_s"])),
+        ("ingest (nothing) s", lambda r: str(r["nothing_new"]["ingest_nothing_to_do_s"])),
+        ("+100: sweep s", lambda r: str(r["new_nights"]["sensor_sweep"]["wall_s"])),
+        ("+100: automation s", lambda r: str(r["new_nights"]["automation_s"])),
+        ("forget s", lambda r: str(r["forget_one_night"]["wall_s"])),
+        ("graph s", lambda r: str(r.get("ui", {}).get("asset_graph_s", "-"))),
+        ("partitions tab s", lambda r: str(r.get("ui", {}).get("partitions_tab_s", "-"))),
+        ("partition page s", lambda r: str(r.get("ui", {}).get("partition_page_s", "-"))),
+    ]
+    for name, _ in cols:
+        table.add_column(name, justify="right")
+    for r in result["runs"]:
+        table.add_row(*(f(r) for _, f in cols))
+    console.print(table)
+    for r in result["runs"]:
+        for t in r["targets"]:
+            console.print(f"  N={r['nights']}: {t['target']} {t['goal']}: {t['measured']} s, met: {t['met']}")
+
+
+def bench_scale_command(
+    nights: Annotated[
+        list[int], typer.Option("--nights", min=1, help="Numbers of nights to build and measure (repeatable).")
+    ] = [2000],  # noqa: B006 - typer needs a literal default
+    workdir: Annotated[
+        Optional[Path],
+        typer.Option("--workdir", help="Where the instances go (default: $SUNRISE_WORKDIR/bench-scale)."),
+    ] = None,
+    instance: Annotated[str, typer.Option("--instance", help="sqlite (embedded default) or postgres.")] = "sqlite",
+    webserver: Annotated[
+        bool, typer.Option("--webserver/--no-webserver", help="Also time the UI's GraphQL queries.")
+    ] = True,
+    json_path: Annotated[
+        Optional[Path], typer.Option("--json", help="Also write every figure to this JSON file.")
+    ] = None,
+) -> None:
+    """Scale benchmark: Dagster's own costs (sensor, automation, ingest planning, forget, UI queries)
+    on an instance holding the history of N nights, built without computing them."""
+    from sunrise_assets.cli.console import out
+
+    base = (workdir or (settings.workdir() / "bench-scale")).expanduser().resolve()
+    result = run_scale_bench(sorted(nights), base, instance=instance, webserver=webserver)
+    print_table(result, out)
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+        out.print(f"figures written to {json_path}")

@@ -1,0 +1,51 @@
+"""`sunrise bench-scale` at a small N: its figures are produced, and the synthetic history it wrote
+is what Dagster reports (materialized partitions per asset, failed nights, registered nights)."""
+
+from __future__ import annotations
+
+import os
+
+from sunrise_assets.cli.scale_bench import run_scale_bench
+from sunrise_assets.lib.scale_history import FAILED_SHARE, STILL_FAILED_SHARE, plan_history
+
+NIGHTS = 200
+
+
+def test_scale_harness_at_a_few_hundred_nights(tmp_path):
+    before = os.environ.get("DAGSTER_HOME")
+    result = run_scale_bench([NIGHTS], tmp_path, webserver=False)
+    assert os.environ.get("DAGSTER_HOME") == before  # the environment is restored
+    (run,) = result["runs"]
+    assert run["nights"] == NIGHTS  # every tiny night paired and registered
+    build = run["build"]
+    # The independent route: the plan, recomputed from the nights' keys Dagster holds now. Failing
+    # nights are drawn by hash, so the shares are near (not exactly) the configured ones.
+    assert 0 < build["still_failed"] + build["failed_then_rerun"] < 4 * (FAILED_SHARE + STILL_FAILED_SHARE) * NIGHTS
+    expected = run["expected_materialized"]
+    assert len(expected) == 14  # every per-night asset of bronze, silver, gold, warehouse
+    assert run["materialized_partitions"] == expected
+    assert set(expected.values()) == {NIGHTS, NIGHTS - build["still_failed"]}
+    # Runs: one per NIGHTS_PER_RUN nights, the re-runs of the failed nights, the validation summary.
+    assert build["runs"] >= 3
+
+    nothing = run["nothing_new"]
+    for figure in ("sensor_tick_s", "automation_s", "automation_cold_s", "ingest_nothing_to_do_s"):
+        assert nothing[figure] > 0
+    assert nothing["automation_requested"] == 0  # nothing new: automation requests nothing
+    assert nothing["ingest_nights_to_run"] == build["still_failed"]  # ingest retries only the failed nights
+    new = run["new_nights"]
+    assert new["nights_added"] == 100 and new["runs_requested"] >= 1
+    forget = run["forget_one_night"]
+    assert forget["partition_removed"] and forget["wall_s"] > 0
+    assert {t["target"] for t in run["targets"]} >= {"sensor tick, nothing new", "sunrise ingest, nothing to do"}
+
+
+def test_history_plan_reruns_failed_nights_in_runs_of_their_own():
+    nights = [f"sub-{i:016x}_ses-20200101" for i in range(1000)]
+    plan = plan_history(nights, batch=100)
+    first = plan.runs[:10]
+    assert [len(n) for n, _ in first] == [100] * 10
+    failing = set().union(*(failed for _, failed in first))
+    assert failing == plan.failed_then_rerun | plan.still_failed
+    reruns = {n for nights_, _ in plan.runs[10:] for n in nights_}
+    assert reruns == plan.failed_then_rerun and not reruns & plan.still_failed
