@@ -231,6 +231,20 @@ def test_candidates_are_compared_and_dropped_without_touching_production(loop_en
     assert _production_snapshot(work) == before
 
 
+def test_fit_model_command_submits_a_run_to_the_instance(loop_env, fitted):
+    """`sunrise fit-model` computes nothing in its own process: a run the daemon launches fits the
+    model (the same data, so the same version), and the command prints its card."""
+    import os
+
+    output = _cli("fit-model", "--workdir", str(loop_env["work"]))
+    assert f"Model {fitted}" in output and f"sunrise model promote {fitted}" in output
+    instance = loop_env["instance"]
+    record = instance.fetch_materializations(AssetRecordsFilter(asset_key=AssetKey("stage_model")), limit=1).records[0]
+    run = instance.get_run_by_id(record.run_id)
+    assert run.tags.get("dagster/backfill"), "a run of a backfill, submitted to the instance"
+    assert record.event_log_entry.dagster_event.pid != os.getpid()  # computed in a run process
+
+
 def test_promotion_reruns_exactly_what_the_model_affects(loop_env, fitted):
     from sunrise_assets.domain import model_store
     from sunrise_assets.lib.model_ops import promote

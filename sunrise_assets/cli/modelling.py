@@ -38,9 +38,13 @@ def fit_model(
     out_path: Annotated[
         Path, typer.Option("--out", help="--bootstrap-synthetic: where to write the parameters.")
     ] = SHIPPED_PARAMS,
+    in_process: Annotated[
+        bool, typer.Option("--in-process", help="Fit in this process instead of a run submitted to the instance.")
+    ] = False,
 ) -> None:
-    """Fit sunalgo's stage and respiratory-event models from the warehouse's training_epochs (a Dagster run of
-    stage_model), 20 % of subjects held out; print the model card. Promote it with `sunrise model promote`."""
+    """Fit sunalgo's stage and respiratory-event models from the warehouse's training_epochs (a run of
+    stage_model submitted to the instance), 20 % of subjects held out; print the model card. Promote it with
+    `sunrise model promote`."""
     # Small matrices: a multithreaded BLAS is slower here on 2 cores; numpy is not imported yet.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     if bootstrap_synthetic:
@@ -54,11 +58,15 @@ def fit_model(
 
     from dagster import DagsterInstance
 
-    from sunrise_assets.lib.model_ops import fit_model as run_fit
+    from sunrise_assets.lib.model_ops import fit_model as fit_in_process
+    from sunrise_assets.lib.model_ops import fit_model_queued
 
     settings.use_workdir(workdir or settings.workdir())
     with DagsterInstance.get() as instance:
-        report = run_fit(instance)
+        if in_process:
+            report = fit_in_process(instance)
+        else:
+            report = fit_model_queued(instance, settings.dagster_home() / "daemon.log")
     if report.error or report.version is None:
         raise UserError(f"fitting failed (run {report.run_id}): {report.error}")
     _print_card(report.version)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 import sunalgo
 from sunalgo import model_card, subject_split, warehouse_fit
@@ -81,16 +82,11 @@ def fit_from_warehouse(table: TrainingTable, *, max_epochs: int = MAX_FIT_EPOCHS
     nights, subjects = _census(table)
     if not nights["train"]:
         raise ValueError("the training table has no night of a training subject: ingest nights first")
-    params = warehouse_fit.fit_streamed(
-        train,
-        max_epochs=max_epochs,
-        training={
-            "source": "warehouse training_epochs",
-            "split": f"subject-level, {subject_split.HELD_OUT_SHARE:.0%} of subjects held out (sunalgo.subject_split)",
-            "nights": nights["train"],
-            "subjects": subjects["train"],
-        },
-    )
+    # One BLAS thread: a multithreaded BLAS sums in an order that depends on the thread count, and the
+    # optimiser carries the last-bit differences into the 8th digit of the parameters, so the same data
+    # would not give the same bytes (the same version) in a run process and in a notebook.
+    with threadpool_limits(limits=1, user_api="blas"):
+        params = _fit(train, max_epochs, nights, subjects)
     held_out = model_card.model_card(params, training_nights(table, held_out=True, event_counts=counts)())
     card = {
         "sunalgo_version": sunalgo.__version__,
@@ -104,6 +100,19 @@ def fit_from_warehouse(table: TrainingTable, *, max_epochs: int = MAX_FIT_EPOCHS
         "held_out": held_out,
     }
     return FittedModel(params, card, time.perf_counter() - began)
+
+
+def _fit(train, max_epochs: int, nights: dict[str, int], subjects: dict[str, int]) -> dict[str, Any]:
+    return warehouse_fit.fit_streamed(
+        train,
+        max_epochs=max_epochs,
+        training={
+            "source": "warehouse training_epochs",
+            "split": f"subject-level, {subject_split.HELD_OUT_SHARE:.0%} of subjects held out (sunalgo.subject_split)",
+            "nights": nights["train"],
+            "subjects": subjects["train"],
+        },
+    )
 
 
 def _census(table: TrainingTable) -> tuple[dict[str, int], dict[str, int]]:

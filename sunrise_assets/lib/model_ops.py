@@ -52,6 +52,22 @@ def fit_model(instance: DagsterInstance) -> FitReport:
     return FitReport(result.run_id, str(materialization.metadata["model_version"].value), None)
 
 
+def fit_model_queued(instance: DagsterInstance, daemon_log) -> FitReport:
+    """stage_model submitted to the instance (queue, limits, launcher, monitoring, retries) as a
+    backfill of its own, with a dagster-daemon child when none serves the instance; waited for."""
+    from dagster import AssetRecordsFilter
+
+    from sunrise_assets.lib.queued_work import DaemonChild, QueuedWork
+
+    with DaemonChild(instance, daemon_log) as daemon:
+        run_id, error = QueuedWork(instance, [], [], trigger="fit-model", daemon=daemon).summary([STAGE_MODEL])
+    if error or run_id is None:
+        return FitReport(run_id or "", None, error or "no run was made")
+    record = instance.fetch_materializations(AssetRecordsFilter(asset_key=STAGE_MODEL), limit=1).records[0]
+    metadata = record.event_log_entry.asset_materialization.metadata
+    return FitReport(record.run_id, str(metadata["model_version"].value), None)
+
+
 def promote(instance: DagsterInstance, bucket: BucketResource, version: str) -> bool:
     """Make ``version`` production; False (and no observation) when it already is."""
     if not model_store.promote(bucket, version):
