@@ -21,6 +21,7 @@ from tests.support.cloudrun import (
     cloudrun_instance_config,
     fake_image,
     instance_env,
+    job_env_and_secrets,
     open_instance,
 )
 from tests.support.fake_cloud_run import FakeCloudRun
@@ -43,7 +44,7 @@ def cloud(tmp_path, postgres, monkeypatch):
                 "job": JOB,
                 "image": IMAGE,
                 "api_endpoint": fake.endpoint,
-                "env": {**pg_env, "SUNRISE_TEST_MARKERS": str(markers)},
+                **job_env_and_secrets(fake, {**pg_env, "SUNRISE_TEST_MARKERS": str(markers)}),
             },
             environ={},
         )

@@ -39,6 +39,7 @@ from tests.support.cloudrun import (
     fake_image,
     in_process_workspace,
     instance_env,
+    job_env_and_secrets,
     monitor_once,
     open_instance,
     wait_for_status,
@@ -78,7 +79,7 @@ class Platform:
                     "job": JOB,
                     "image": IMAGE,
                     "api_endpoint": fake.endpoint,
-                    "env": self.job_env,
+                    **job_env_and_secrets(fake, self.job_env),
                 },
                 environ={},
             )

@@ -151,3 +151,16 @@ def wait_for_status(
         if tick:
             tick()
         time.sleep(0.5)
+
+
+def job_env_and_secrets(fake, env: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """A job's environment for `sunrise deploy`: secrets as Secret Manager references (deploy refuses
+    them as plain values), registered in the fake, which resolves them when an execution starts."""
+    from sunrise_assets.settings import SECRET_ENV_VARS
+
+    secrets = {name: f"test-{name.lower().replace('_', '-')}" for name in env if name in SECRET_ENV_VARS}
+    fake.secrets_by_name.update({secret: env[name] for name, secret in secrets.items()})
+    return {
+        "env": {k: v for k, v in env.items() if k not in secrets},
+        "secrets": {name: f"{secret}:latest" for name, secret in secrets.items()},
+    }
