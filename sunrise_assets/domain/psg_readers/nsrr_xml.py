@@ -44,8 +44,8 @@ from datetime import date, datetime, time
 
 import numpy as np
 
+import sunrise_assets.domain.psg_readers.xml_common as xml_common
 from sunalgo.labels import OTHER, STAGE_CODE, UNSCORED
-from sunrise_assets.domain.psg_readers import xml_common
 from sunrise_assets.domain.psg_readers.psg_labels import (
     PsgFormatError,
     PsgLabels,
