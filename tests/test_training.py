@@ -12,7 +12,9 @@ def test_shipped_params_are_reproduced_by_their_command(tmp_path):
     """Run the documented command itself (a fresh process, as a user would) and compare bytes."""
     shipped = json.loads(DEFAULT_PARAMS_PATH.read_text())
     training = shipped["training"]
-    assert training["command"] == f"sunrise fit-model --nights {training['nights']} --seed {training['seed']}"
+    assert training["command"] == (
+        f"sunrise fit-model --bootstrap-synthetic --nights {training['nights']} --seed {training['seed']}"
+    )
     out = tmp_path / "params.json"
     subprocess.run(
         [
@@ -20,6 +22,7 @@ def test_shipped_params_are_reproduced_by_their_command(tmp_path):
             "-m",
             "sunrise_assets.cli",
             "fit-model",
+            "--bootstrap-synthetic",
             "--nights",
             str(training["nights"]),
             "--seed",

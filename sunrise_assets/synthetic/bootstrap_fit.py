@@ -48,7 +48,7 @@ def fit_from_synthetic(n_nights: int, seed: int, out: Path, *, on_night: Callabl
         event_counts=counts,
         training={
             "source": "synthetic nights from sunrise_assets.synthetic.simulator.synthesize_night",
-            "command": f"sunrise fit-model --nights {n_nights} --seed {seed}",
+            "command": f"sunrise fit-model --bootstrap-synthetic --nights {n_nights} --seed {seed}",
             "nights": n_nights,
             "seed": seed,
             "epochs": int(sum(y.size for y in ys)),
