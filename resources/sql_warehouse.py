@@ -94,24 +94,16 @@ def _engine(url: str, password: str | None = None) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
-def _nights_of(rows: list[tuple], n_features: int) -> Iterator[tuple[str, np.ndarray, np.ndarray, list, np.ndarray]]:
-    """Rows ordered by night and epoch, as one tuple of arrays per night."""
+def _nights_of(rows: list[tuple]) -> Iterator[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Rows (night_id, epoch, features..., stage code, flag) ordered by night, as arrays per night."""
     if not rows:
         return
-    table = np.array(rows, dtype=object)
-    nights = table[:, 0]
-    starts = np.flatnonzero(np.r_[True, nights[1:] != nights[:-1]])
-    ends = np.r_[starts[1:], len(rows)]
-    values = table[:, 2 : 2 + n_features]
-    features = np.where(values == None, np.nan, values).astype(np.float64)  # noqa: E711 (elementwise on objects)
-    for start, end in zip(starts.tolist(), ends.tolist()):
-        yield (
-            str(nights[start]),
-            table[start:end, 1].astype(np.int64),
-            features[start:end],
-            table[start:end, 2 + n_features].tolist(),
-            table[start:end, 3 + n_features].astype(np.int8),
-        )
+    nights = [r[0] for r in rows]
+    values = np.array([r[1:] for r in rows], dtype=np.float64)  # NULL (None) becomes NaN
+    starts = [0, *(i for i in range(1, len(nights)) if nights[i] != nights[i - 1])]
+    for start, end in zip(starts, [*starts[1:], len(nights)]):
+        block = values[start:end]
+        yield nights[start], block[:, 0].astype(np.int64), block[:, 1:-2], block[:, -2].astype(np.int64), block[:, -1]
 
 
 def _none_if_nan(value: Any) -> Any:
@@ -334,28 +326,39 @@ class WarehouseResource(ConfigurableResource):
 
     # -- reading ----------------------------------------------------------------------------
     def stream_training_nights(
-        self, feature_names: Sequence[str], batch_rows: int = 20_000
-    ) -> Iterator[tuple[str, np.ndarray, np.ndarray, list[str | None], np.ndarray]]:
+        self, feature_names: Sequence[str], stages: Sequence[str], batch_rows: int = 50_000
+    ) -> Iterator[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
         """``training_epochs`` night by night in night-key order: (night_id, epochs, features (n, F)
-        with NaN for NULL, PSG stage names, respiratory-event flags). Rows arrive in batches of
-        ``batch_rows`` (a server-side cursor on PostgreSQL), so memory holds one batch and one night."""
+        with NaN for NULL, PSG stage codes (index in ``stages``, -1 unscored), respiratory-event
+        flags). Rows come through the driver's own cursor in batches of ``batch_rows`` (a server-side
+        cursor on PostgreSQL), so memory holds one batch and one night, and no Python object is made
+        per value beyond the driver's tuples."""
         columns = ", ".join(identifier(n) for n in feature_names)
-        statement = split_statements(sql_file("training_epochs_read.sql", self.dialect))[0]
-        n_features = len(feature_names)
-        pending: list[tuple] = []
+        cases = " ".join(f"WHEN :stage_{i} THEN {i}" for i in range(len(stages)))
+        statement = split_statements(sql_file("training_epochs_read.sql", self.dialect))[0].format(
+            feature_columns=columns, stage_codes=cases
+        )
+        compiled = text(statement).bindparams(**{f"stage_{i}": s for i, s in enumerate(stages)})
         with self.engine.connect() as conn:
-            result = conn.execution_options(stream_results=True, yield_per=batch_rows).execute(
-                text(statement.format(feature_columns=columns))
-            )
-            for batch in result.partitions():
-                pending.extend(batch)
-                # every night but the last of the batch is complete (rows come ordered by night)
-                split = len(pending)
-                while split and pending[split - 1][0] == pending[-1][0]:
-                    split -= 1
-                yield from _nights_of(pending[:split], n_features)
-                pending = pending[split:]
-        yield from _nights_of(pending, n_features)
+            sql = compiled.compile(dialect=conn.dialect)  # the driver's paramstyle; stages stay bound values
+            params = [sql.params[k] for k in sql.positiontup] if sql.positional else sql.params
+            raw = conn.connection.dbapi_connection
+            # psycopg2 streams only from a named (server-side) cursor; sqlite3's cursor is lazy anyway.
+            cursor = raw.cursor("training_stream") if self.dialect == "postgresql" else raw.cursor()
+            try:
+                cursor.execute(str(sql), params)
+                pending: list[tuple] = []
+                while batch := cursor.fetchmany(batch_rows):
+                    pending.extend(batch)
+                    # every night but the last of the batch is complete (rows come ordered by night)
+                    split = len(pending)
+                    while split and pending[split - 1][0] == pending[-1][0]:
+                        split -= 1
+                    yield from _nights_of(pending[:split])
+                    pending = pending[split:]
+                yield from _nights_of(pending)
+            finally:
+                cursor.close()
 
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:

@@ -1,6 +1,9 @@
 -- The training table night by night, in night-key order (the model asset streams it and groups
 -- rows by night). The primary key (night_id, epoch) gives this order without a sort.
--- {feature_columns} are validated identifiers from sunalgo's feature registry.
-SELECT night_id, epoch, {feature_columns}, psg_stage, psg_respiratory_event
+-- {feature_columns} are validated identifiers from sunalgo's feature registry; {stage_codes} is one
+-- "WHEN :stage_i THEN i" per sunalgo stage, so every column after night_id arrives as a number.
+SELECT night_id, epoch, {feature_columns},
+    CASE psg_stage {stage_codes} ELSE -1 END AS psg_stage_code,
+    psg_respiratory_event
 FROM training_epochs
 ORDER BY night_id, epoch;

@@ -220,3 +220,23 @@ def test_explain_uses_the_indexes_on_postgres(pg_wh):
     assert re.search(r"Index (Only )?Scan (using|on) epoch_features_long_pkey", plan), plan
     assert "Seq Scan" not in plan, plan
     assert pg_wh.query("SELECT COUNT(*) AS n FROM training_epochs")[0]["n"] == 40 * 960
+
+
+def test_the_training_table_streams_night_by_night_in_key_order(wh):
+    """What the model asset reads: every night whole, in Python's string order on both dialects,
+    NULL features as NaN, stages as codes (-1 unscored), across several driver batches."""
+    nights = ["sub-b_ses-1", "sub-B_ses-1", "sub-a_ses-2", "sub-a_ses-10"]  # upper case sorts first in bytes
+    for k, night in enumerate(nights):
+        values = np.arange(9, dtype=float).reshape(3, 3) + 10 * k
+        values[1, 2] = np.nan  # a feature the sensor did not give
+        wh.replace_night_features(night, FEATURES, values)
+        wh.replace_night_labels(night, ["W", None, "REM"], np.array([0, 1, k % 2]))
+        wh.rebuild_training_epochs(night, FEATURES)
+    streamed = list(wh.stream_training_nights(FEATURES, ("W", "N1", "N2", "N3", "REM"), batch_rows=2))
+    assert [s[0] for s in streamed] == sorted(nights)
+    for night, epochs, features, stages, flags in streamed:
+        k = nights.index(night)
+        assert epochs.tolist() == [0, 1, 2] and stages.tolist() == [0, -1, 4] and flags.tolist() == [0, 1, k % 2]
+        expected = np.arange(9, dtype=float).reshape(3, 3) + 10 * k
+        expected[1, 2] = np.nan
+        np.testing.assert_array_equal(features, expected)

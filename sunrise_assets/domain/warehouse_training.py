@@ -23,15 +23,14 @@ from sunalgo.labels import STAGES
 
 # The held-out subjects' nights are small (20 %); the fit samples at most this many epochs.
 MAX_FIT_EPOCHS = warehouse_fit.DEFAULT_MAX_EPOCHS
-_STAGE_CODE = {name: code for code, name in enumerate(STAGES)}
 
 
 class TrainingTable(Protocol):
     """What fitting needs of the warehouse (resources.sql_warehouse.WarehouseResource has it)."""
 
     def stream_training_nights(
-        self, feature_names: Sequence[str], batch_rows: int = ...
-    ) -> Iterator[tuple[str, np.ndarray, np.ndarray, list[str | None], np.ndarray]]: ...
+        self, feature_names: Sequence[str], stages: Sequence[str], batch_rows: int = ...
+    ) -> Iterator[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]: ...
 
     def query(self, sql: str, params: Any = None) -> list[dict[str, Any]]: ...
 
@@ -41,11 +40,6 @@ class FittedModel:
     params: dict[str, Any]
     card: dict[str, Any]
     seconds: float
-
-
-def stage_codes(names: Sequence[str | None]) -> np.ndarray:
-    """PSG stage names of the warehouse (W, N1, N2, N3, REM or NULL) as sunalgo's codes (-1 unscored)."""
-    return np.array([_STAGE_CODE.get(n, -1) if n is not None else -1 for n in names], dtype=np.int64)
 
 
 def psg_event_counts(table: TrainingTable) -> dict[str, float]:
@@ -64,11 +58,11 @@ def training_nights(
     """A re-callable stream of one side of the split (each call reads the table again)."""
 
     def read() -> Iterator[warehouse_fit.TrainingNight]:
-        for night_id, _epochs, features, stages, flags in table.stream_training_nights(FEATURE_NAMES):
+        for night_id, _epochs, features, stages, flags in table.stream_training_nights(FEATURE_NAMES, STAGES):
             if subject_split.is_held_out(subject_split.subject_of(night_id)) != held_out:
                 continue
             yield warehouse_fit.TrainingNight(
-                night_id, features, stage_codes(stages), flags.astype(bool), event_counts.get(night_id)
+                night_id, features, stages, flags.astype(bool), event_counts.get(night_id)
             )
 
     return read
