@@ -958,10 +958,9 @@ def measure_incremental(run: RunDir) -> dict[str, Any]:
         build_sensor_context,
         evaluate_automation_conditions,
     )
-    from dagster_shared.serdes import deserialize_value, serialize_value
 
     from resources.bucket import BucketResource
-    from sunrise_assets.dagster_internals.daemon import AssetDaemonCursor, AutomationTickEvaluationContext
+    from sunrise_assets.dagster_internals.daemon import AssetDaemonCursor, evaluate_automation_tick
     from sunrise_assets.definitions import build_defs
     from sunrise_assets.defs import sensors
     from sunrise_assets.defs.jobs import LAYERS
@@ -989,19 +988,7 @@ def measure_incremental(run: RunDir) -> dict[str, Any]:
 
     def evaluate(instance, cursor: AssetDaemonCursor):
         wall0, cpu0 = time.perf_counter(), time.process_time()
-        requests, new_cursor, evaluations = AutomationTickEvaluationContext(
-            evaluation_id=cursor.evaluation_id + 1,
-            instance=instance,
-            asset_graph=graph,
-            cursor=cursor,
-            materialize_run_tags={},
-            observe_run_tags={},
-            auto_observe_asset_keys=set(),
-            asset_selection=selection,
-            logger=logger,
-            emit_backfills=False,
-        ).evaluate()
-        new_cursor = deserialize_value(serialize_value(new_cursor), AssetDaemonCursor)
+        requests, new_cursor, evaluations = evaluate_automation_tick(instance, graph, selection, cursor, logger)
         wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
         return new_cursor, {
             "wall_s": round(wall, 3),

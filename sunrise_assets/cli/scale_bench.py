@@ -117,11 +117,10 @@ def measure(root: Path, built: dict[str, Any], *, webserver: bool = True) -> dic
     import logging
 
     from dagster import AssetKey, AssetSelection, DagsterInstance, SensorResult, build_sensor_context
-    from dagster_shared.serdes import deserialize_value, serialize_value
 
     from resources.bucket import BucketResource
     from resources.sql_warehouse import WarehouseResource
-    from sunrise_assets.dagster_internals.daemon import AssetDaemonCursor, AutomationTickEvaluationContext
+    from sunrise_assets.dagster_internals.daemon import AssetDaemonCursor, evaluate_automation_tick
     from sunrise_assets.definitions import build_defs
     from sunrise_assets.defs import sensors
     from sunrise_assets.defs.jobs import LAYERS, VALIDATION
@@ -159,22 +158,10 @@ def measure(root: Path, built: dict[str, Any], *, webserver: bool = True) -> dic
                 return cursor, ticks
 
     def automation(instance, cursor):
-        def run():
-            return AutomationTickEvaluationContext(
-                evaluation_id=cursor.evaluation_id + 1,
-                instance=instance,
-                asset_graph=graph,
-                cursor=cursor,
-                materialize_run_tags={},
-                observe_run_tags={},
-                auto_observe_asset_keys=set(),
-                asset_selection=selection,
-                logger=logger,
-                emit_backfills=False,
-            ).evaluate()
-
-        (requests, new_cursor, _), wall = _timed(run)
-        return deserialize_value(serialize_value(new_cursor), AssetDaemonCursor), wall, len(requests)
+        (requests, new_cursor, _), wall = _timed(
+            lambda: evaluate_automation_tick(instance, graph, selection, cursor, logger)
+        )
+        return new_cursor, wall, len(requests)
 
     with DagsterInstance.get() as instance:
         keys = [a.key for a in scale_history.pipeline_assets(defs)]

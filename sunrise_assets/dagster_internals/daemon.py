@@ -26,6 +26,7 @@ __all__ = [
     "WorkspaceFileTarget",
     "WorkspaceProcessContext",
     "backfill_partitions",
+    "evaluate_automation_tick",
     "make_new_backfill_id",
 ]
 
@@ -42,3 +43,24 @@ def backfill_partitions(backfill: PartitionBackfill, asset_keys: Sequence[AssetK
         if partitions is not None:
             keys.update(partitions.get_partition_keys())
     return keys
+
+
+def evaluate_automation_tick(instance, asset_graph, asset_selection, cursor: AssetDaemonCursor, logger):
+    """One tick of the automation sensor, as the daemon evaluates it (no backfills emitted):
+    (run requests, the next cursor round-tripped through serialization as the daemon stores it,
+    the evaluations)."""
+    from dagster_shared.serdes import deserialize_value, serialize_value
+
+    requests, new_cursor, evaluations = AutomationTickEvaluationContext(
+        evaluation_id=cursor.evaluation_id + 1,
+        instance=instance,
+        asset_graph=asset_graph,
+        cursor=cursor,
+        materialize_run_tags={},
+        observe_run_tags={},
+        auto_observe_asset_keys=set(),
+        asset_selection=asset_selection,
+        logger=logger,
+        emit_backfills=False,
+    ).evaluate()
+    return requests, deserialize_value(serialize_value(new_cursor), AssetDaemonCursor), evaluations

@@ -99,23 +99,16 @@ def refresh(
     """Re-materialize ``layer`` and everything downstream for the chosen nights (default: all),
     in runs of up to ``batch_size`` nights over contiguous partition ranges; then, once, the
     cross-night assets downstream of it (they read every night, so they are never in a batch)."""
-    from sunrise_assets.lib.ingest import run_batch, run_validation, validation_keys
+    from sunrise_assets.lib.ingest import run_batch, run_validation
 
+    report, per_night, summary = _refresh_plan(instance, layer, nights)
     ordered = instance.get_dynamic_partitions(nights_partitions.name)
-    chosen = set(ordered) if not nights else {validate_night_key(n) for n in nights}
-    unknown = chosen - set(ordered)
-    if unknown:
-        raise ValueError(f"not registered nights: {', '.join(sorted(unknown))}")
-    report = RefreshReport(assets=layer_and_downstream(layer), nights=[n for n in ordered if n in chosen])
-    cross_night = set(validation_keys())
-    per_night = [k for k in report.assets if k not in cross_night]
-    for batch in contiguous_batches(ordered, chosen, batch_size):
+    for batch in contiguous_batches(ordered, set(report.nights), batch_size):
         run_id, _, failed = run_batch(instance, batch, asset_selection=per_night)
         report.run_ids.append(run_id)
         report.failed.update(failed)
         if on_batch:
             on_batch(len(batch))
-    summary = [k for k in report.assets if k in cross_night]
     if summary and report.run_ids:
         run_id, report.summary_error = run_validation(instance, summary)
         report.run_ids.append(run_id)
