@@ -32,6 +32,8 @@ def test_tag_names_keep_their_values():
     from sunrise_assets.dagster_internals import names
 
     assert names.DATA_VERSION_TAG == "dagster/data_version"
+    assert names.CODE_VERSION_TAG == "dagster/code_version"
+    assert names.INPUT_DATA_VERSION_TAG_PREFIX == "dagster/input_data_version"
     assert names.ASSET_PARTITION_RANGE_START_TAG == "dagster/asset_partition_range_start"
     assert names.ASSET_PARTITION_RANGE_END_TAG == "dagster/asset_partition_range_end"
     assert names.PARTITION_NAME_TAG == "dagster/partition"

@@ -35,8 +35,8 @@ def _materialize(name: str, what: str) -> str:
     return result.run_id
 
 
-def _default_nights(bucket) -> list[str]:
-    """The held-out subjects' registered nights that production has scored (the model never saw them)."""
+def _scored_nights(bucket, *, held_out_only: bool) -> list[str]:
+    """Registered nights that production has scored; by default the held-out subjects' (the model never saw them)."""
     from dagster import DagsterInstance
 
     from sunalgo import subject_split
@@ -44,8 +44,9 @@ def _default_nights(bucket) -> list[str]:
 
     with DagsterInstance.get() as instance:
         nights = instance.get_dynamic_partitions("nights")
-    held = [n for n in nights if subject_split.is_held_out(subject_split.subject_of(n))]
-    return [n for n in held if bucket.exists(layout.gold_agreement(n))]
+    if held_out_only:
+        nights = [n for n in nights if subject_split.is_held_out(subject_split.subject_of(n))]
+    return [n for n in nights if bucket.exists(layout.gold_agreement(n))]
 
 
 @candidate_app.command("run")
@@ -71,14 +72,11 @@ def run(
     except (OSError, ValueError) as exc:
         raise UserError(str(exc)) from exc
     version = model_store.save_params(bucket, document)
-    if all_nights:
-        from dagster import DagsterInstance
-
-        with DagsterInstance.get() as instance:
-            chosen = [n for n in instance.get_dynamic_partitions("nights") if bucket.exists(layout.gold_agreement(n))]
+    if nights and not all_nights:
+        chosen = sorted(nights)
+        missing = [n for n in chosen if not bucket.exists(layout.gold_agreement(n))]
     else:
-        chosen = sorted(nights) if nights else _default_nights(bucket)
-    missing = [n for n in chosen if not bucket.exists(layout.gold_agreement(n))]
+        chosen, missing = _scored_nights(bucket, held_out_only=not all_nights), []
     if missing or not chosen:
         raise UserError(f"no production gold for {missing[:3] or 'any chosen night'}: ingest the nights first")
     candidates.save(bucket, candidates.Candidate(name, version, chosen, f"{params.name} (model {version})"))

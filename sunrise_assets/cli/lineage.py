@@ -16,11 +16,6 @@ import typer
 from sunrise_assets import settings
 from sunrise_assets.cli.console import UserError, WorkdirOpt, out
 
-CODE_VERSION_TAG = "dagster/code_version"
-DATA_VERSION_TAG = "dagster/data_version"
-INPUT_DATA_VERSION_PREFIX = "dagster/input_data_version/"
-LAYER_ORDER = ("raw", "bronze", "silver", "gold", "warehouse")
-
 
 def _objects(night: str) -> dict[str, str]:
     from sunrise_assets.domain import layout
@@ -48,6 +43,13 @@ def night_lineage(instance: Any, night: str) -> list[dict[str, Any]]:
     """One entry per asset of the night, in layer order: what made it and from what."""
     from dagster import AssetKey, AssetRecordsFilter
 
+    from sunrise_assets.dagster_internals.names import (
+        CODE_VERSION_TAG,
+        DATA_VERSION_TAG,
+        INPUT_DATA_VERSION_TAG_PREFIX,
+    )
+
+    input_prefix = f"{INPUT_DATA_VERSION_TAG_PREFIX}/"
     objects = _objects(night)
     entries = []
     for name, path in objects.items():
@@ -67,9 +69,7 @@ def night_lineage(instance: Any, night: str) -> list[dict[str, Any]]:
                 code_version=tags.get(CODE_VERSION_TAG),
                 data_version=tags.get(DATA_VERSION_TAG),
                 inputs={
-                    k.removeprefix(INPUT_DATA_VERSION_PREFIX): v[:12]
-                    for k, v in sorted(tags.items())
-                    if k.startswith(INPUT_DATA_VERSION_PREFIX)
+                    k.removeprefix(input_prefix): v[:12] for k, v in sorted(tags.items()) if k.startswith(input_prefix)
                 },
                 model_version=metadata.get("model_version"),
             )

@@ -112,12 +112,16 @@ def run_validation(
     result = job.execute_in_process(instance=instance, raise_on_error=False, asset_selection=asset_selection)
     if result.success:
         return result.run_id, None
-    errors = [
+    return result.run_id, "; ".join(step_failures(result)) or "the run failed"
+
+
+def step_failures(result) -> list[str]:
+    """One line per failed step of an in-process run: the asset's own error, not Dagster's wrapper."""
+    return [
         f"step {e.step_key} failed: {_root_message(e.step_failure_data.error)}"
         for e in result.all_events
         if e.is_step_failure and e.step_failure_data.error is not None
     ]
-    return result.run_id, "; ".join(errors) or "the run failed"
 
 
 def plan_ingest(bucket: BucketResource, instance: DagsterInstance) -> IngestPlan:

@@ -32,15 +32,11 @@ def materialize(instance: DagsterInstance, key: AssetKey):
     """One run of a single asset on the instance (its history and metadata in the UI); the result and
     the steps' error messages ('' when it succeeded)."""
     from sunrise_assets.definitions import build_defs
+    from sunrise_assets.lib.ingest import step_failures
 
     job = build_defs().resolve_implicit_global_asset_job_def().get_subset(asset_selection={key})
     result = job.execute_in_process(instance=instance, raise_on_error=False)
-    errors = [
-        e.step_failure_data.error.message.strip()
-        for e in result.all_events
-        if e.is_step_failure and e.step_failure_data.error is not None
-    ]
-    return result, "" if result.success else ("; ".join(errors) or "the run failed")
+    return result, "" if result.success else ("; ".join(step_failures(result)) or "the run failed")
 
 
 def fit_model(instance: DagsterInstance) -> FitReport:
