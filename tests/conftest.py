@@ -134,6 +134,7 @@ SLOW_MODULES = {
     "test_bad_inputs",
     "test_secrets_ui",
     "test_model_loop",
+    "test_candidate_code",
 }
 
 

@@ -4,6 +4,7 @@ nights, compared before anything of production changes."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -49,29 +50,66 @@ def _scored_nights(bucket, *, held_out_only: bool) -> list[str]:
     return [n for n in nights if bucket.exists(layout.gold_agreement(n))]
 
 
+def _code_snapshot(sunalgo_ref: str | None, sunalgo_tree: Path | None, git_repo: Path | None):
+    """The candidate's sunalgo package (None: production's), frozen now."""
+    from sunrise_assets.domain import candidate_code
+
+    if sunalgo_ref and sunalgo_tree:
+        raise UserError("give --sunalgo-ref or --sunalgo-tree, not both")
+    if sunalgo_tree is not None:
+        return candidate_code.snapshot_tree(sunalgo_tree)
+    if sunalgo_ref:
+        return candidate_code.snapshot_git_ref(git_repo or settings.REPO_ROOT, sunalgo_ref)
+    return None
+
+
 @candidate_app.command("run")
 def run(
     name: NameArg,
-    params: Annotated[Path, typer.Option("--params", help="The candidate's sunalgo model parameters (JSON).")],
+    params: Annotated[
+        Optional[Path],
+        typer.Option("--params", help="The candidate's sunalgo model parameters (JSON); default: production's."),
+    ] = None,
+    sunalgo_ref: Annotated[
+        Optional[str],
+        typer.Option(
+            "--sunalgo-ref",
+            help="A sunalgo code change: a git ref (branch, tag, commit) whose sunalgo/ computes the candidate's gold.",
+        ),
+    ] = None,
+    sunalgo_tree: Annotated[
+        Optional[Path],
+        typer.Option("--sunalgo-tree", help="A sunalgo code change: a directory (working tree) holding a sunalgo/."),
+    ] = None,
+    git_repo: Annotated[
+        Optional[Path], typer.Option("--git-repo", help="The repository of --sunalgo-ref (default: this one).")
+    ] = None,
     nights: Annotated[
         Optional[list[str]], typer.Option("--nights", help="Nights to run it on (repeat); default: held-out subjects'.")
     ] = None,
     all_nights: Annotated[bool, typer.Option("--all-nights", help="Every night production has scored.")] = False,
     workdir: WorkdirOpt = None,
 ) -> None:
-    """Compute gold for a candidate model on chosen nights, in its own namespace (production untouched)."""
+    """Compute gold for a candidate on chosen nights, in its own namespace (production untouched): other
+    parameters (--params), other sunalgo code (--sunalgo-ref / --sunalgo-tree), or both."""
     from sunalgo import model
-    from sunrise_assets.domain import candidates, layout, model_store
+    from sunrise_assets.domain import candidate_code, candidates, layout, model_store
 
     settings.use_workdir(workdir or settings.workdir())
     bucket = bucket_from_option(None)
+    if params is None and not (sunalgo_ref or sunalgo_tree):
+        raise UserError("a candidate needs --params FILE, --sunalgo-ref REF or --sunalgo-tree DIR")
     try:
         candidates.check_name(name)
-        document = json.loads(params.read_text())
-        model.model_from_params(document, params)  # refuse unusable parameters before anything is written
+        snapshot = _code_snapshot(sunalgo_ref, sunalgo_tree, git_repo)
+        if params is not None:
+            document = json.loads(params.read_text())
+            model.model_from_params(document, params)  # refuse unusable parameters before anything is written
     except (OSError, ValueError) as exc:
         raise UserError(str(exc)) from exc
-    version = model_store.save_params(bucket, document)
+    version = (
+        model_store.save_params(bucket, document) if params is not None else model_store.production_version(bucket)
+    )
     if nights and not all_nights:
         chosen = sorted(nights)
         missing = [n for n in chosen if not bucket.exists(layout.gold_agreement(n))]
@@ -79,11 +117,17 @@ def run(
         chosen, missing = _scored_nights(bucket, held_out_only=not all_nights), []
     if missing or not chosen:
         raise UserError(f"no production gold for {missing[:3] or 'any chosen night'}: ingest the nights first")
-    candidates.save(bucket, candidates.Candidate(name, version, chosen, f"{params.name} (model {version})"))
+    source = f"{params.name} (model {version})" if params is not None else f"production's parameters (model {version})"
+    if snapshot is not None:
+        # The snapshot in the candidate's namespace: the run extracts it wherever it executes.
+        bucket.write_bytes(candidates.code_archive_path(name), candidate_code.to_tar(snapshot.files))
+    code = snapshot.identity if snapshot is not None else None
+    candidates.save(bucket, candidates.Candidate(name, version, chosen, source, code))
     run_id = _materialize(name, "gold")
     out.print(
-        f"candidate {name}: model {version} on {len(chosen)} nights -> {candidates.prefix(name)}gold/ and table "
-        f"candidate_scores (run {run_id[:8]}); compare it with: [bold]sunrise candidate compare {name}[/]"
+        f"candidate {name}: model {version}, {candidate_code.describe(code)}, on {len(chosen)} nights -> "
+        f"{candidates.prefix(name)}gold/ and table candidate_scores (run {run_id[:8]}); compare it with: "
+        f"[bold]sunrise candidate compare {name}[/]"
     )
 
 
@@ -98,7 +142,7 @@ def compare(
     from rich.markdown import Markdown
 
     from sunalgo import comparison
-    from sunrise_assets.domain import candidates
+    from sunrise_assets.domain import candidate_code, candidates
 
     settings.use_workdir(workdir or settings.workdir())
     bucket = bucket_from_option(None)
@@ -108,6 +152,8 @@ def compare(
         raise UserError(str(exc)) from exc
     _materialize(name, "comparison")
     report = candidates.load_comparison(bucket, name)
+    code = candidate_code.describe(report.get("candidate_code"))
+    out.print(f"candidate {name}: model {report['candidate_model_version']}, {code}")
     out.print(Markdown(comparison.render_markdown(report)))
     if json_out is not None:
         json_out.write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
@@ -115,17 +161,35 @@ def compare(
 
 
 @candidate_app.command("promote")
-def promote(name: NameArg, workdir: WorkdirOpt = None) -> None:
-    """Make the candidate's model production: automation then re-runs gold and the warehouse."""
+def promote(
+    name: NameArg,
+    params_only: Annotated[
+        bool,
+        typer.Option(
+            "--params-only",
+            help="For a code candidate: promote only its parameters (production keeps its own sunalgo code).",
+        ),
+    ] = False,
+    workdir: WorkdirOpt = None,
+) -> None:
+    """Make the candidate's model production: automation then re-runs gold and the warehouse. A code
+    candidate's sunalgo cannot be swapped in by a data promotion: merge its ref and deploy."""
     from dagster import DagsterInstance
 
-    from sunrise_assets.domain import candidates
+    from sunrise_assets.domain import candidate_code, candidates
     from sunrise_assets.lib.model_ops import promote as promote_model
 
     settings.use_workdir(workdir or settings.workdir())
     bucket = bucket_from_option(None)
     try:
         candidate = candidates.load(bucket, name)
+        if candidate.code and not params_only:
+            raise UserError(
+                f"candidate {name} runs other sunalgo code ({candidate_code.describe(candidate.code)}): production "
+                "code is not swapped by a data promotion. Merge the ref (or the tree's change) and deploy; then "
+                f"`sunrise candidate promote {name} --params-only` makes its parameters (model "
+                f"{candidate.model_version}) production if they differ."
+            )
         with DagsterInstance.get() as instance:
             changed = promote_model(instance, bucket, candidate.model_version)
     except ValueError as exc:
@@ -154,12 +218,17 @@ def drop(name: NameArg, workdir: WorkdirOpt = None) -> None:
     except ValueError as exc:
         raise UserError(str(exc)) from exc
     objects = bucket.delete_prefix(candidates.prefix(name))
+    local = settings.workdir() / "candidates" / name  # a code candidate's extracted sunalgo
+    local_files = sum(1 for p in local.rglob("*") if p.is_file()) if local.exists() else 0
+    shutil.rmtree(local, ignore_errors=True)
     rows = warehouse_from_settings().delete_candidate(name)
     with DagsterInstance.get() as instance:
         instance.wipe_assets([candidate_key(name, "gold"), candidate_key(name, "comparison")])
     out.print(
         f"dropped candidate {name}: {objects} objects under {candidates.prefix(name)}, {rows} rows of "
-        f"candidate_scores, the history of its 2 assets; its model {candidate.model_version} stays in models/ "
+        f"candidate_scores, the history of its 2 assets"
+        + (f", {local_files} files of its extracted sunalgo under {local}" if local_files else "")
+        + f"; its model {candidate.model_version} stays in models/ "
         "(content-addressed, maybe shared)"
     )
 
@@ -169,15 +238,21 @@ def list_candidates(workdir: WorkdirOpt = None) -> None:
     """List the candidates: model, nights, whether compared."""
     from rich.table import Table
 
-    from sunrise_assets.domain import candidates
+    from sunrise_assets.domain import candidate_code, candidates
 
     settings.use_workdir(workdir or settings.workdir())
     bucket = bucket_from_option(None)
     table = Table(title="candidates")
-    for column in ("name", "model", "nights", "compared"):
+    for column in ("name", "model", "sunalgo", "nights", "compared"):
         table.add_column(column)
     for name in candidates.list_names(bucket):
         candidate = candidates.load(bucket, name)
         compared = bucket.exists(candidates.comparison_path(name))
-        table.add_row(name, candidate.model_version, str(len(candidate.nights)), "yes" if compared else "")
+        table.add_row(
+            name,
+            candidate.model_version,
+            candidate_code.describe(candidate.code),
+            str(len(candidate.nights)),
+            "yes" if compared else "",
+        )
     out.print(table)

@@ -118,10 +118,17 @@ def epoch_predictions(context: AssetExecutionContext, bucket: BucketResource):
 
 
 def predict_night(
-    bucket: BucketResource, night: str, stage_model: model.StageModel, model_version: str
+    bucket: BucketResource,
+    night: str,
+    stage_model: model.StageModel,
+    model_version: str,
+    matrix: np.ndarray | None = None,
 ) -> tuple[model.Predictions, pa.Table]:
-    """The night's predictions by ``stage_model``, and the table that stores them (version inside)."""
-    pred = model.predict(feature_matrix(read_parquet(bucket, layout.gold_features(night))), stage_model)
+    """The night's predictions by ``stage_model``, and the table that stores them (version inside);
+    from the night's gold features unless ``matrix`` gives them (a code candidate computes its own)."""
+    if matrix is None:
+        matrix = feature_matrix(read_parquet(bucket, layout.gold_features(night)))
+    pred = model.predict(matrix, stage_model)
     names = np.array([*STAGES, None], dtype=object)[np.where(pred.stage >= 0, pred.stage, len(STAGES))]
     table = pa.table(
         {

@@ -3,6 +3,7 @@
     candidates/<name>/candidate.json                      what the candidate is (model version, nights)
     candidates/<name>/gold/<night>/epoch_predictions.parquet, clinical_scores.json, psg_agreement.json
     candidates/<name>/comparison.json                     the side-by-side report with production
+    candidates/<name>/code/sunalgo.tar                    a code candidate's sunalgo (domain/candidate_code.py)
 
 A candidate reads production bronze, silver and gold features, and writes nothing outside its
 namespace (its parameters go to the content-addressed model store, models/<version>/, which holds
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sunrise_assets.domain.anonymise import validate_night_key
@@ -31,6 +33,9 @@ class Candidate:
     model_version: str
     nights: list[str] = field(default_factory=list)
     source: str = ""  # what it was made from (a parameters file's name and hash)
+    # A code candidate's sunalgo (kind, ref, commit, tree_sha256, ...: candidate_code.CodeSnapshot.identity);
+    # None: production's sunalgo with the candidate's parameters.
+    code: dict[str, Any] | None = None
 
     def to_json_bytes(self) -> bytes:
         return (json.dumps(asdict(self), indent=1, sort_keys=True) + "\n").encode()
@@ -52,6 +57,15 @@ def registry_path(name: str) -> str:
 
 def comparison_path(name: str) -> str:
     return f"{prefix(name)}comparison.json"
+
+
+def code_archive_path(name: str) -> str:
+    return f"{prefix(name)}code/sunalgo.tar"
+
+
+def local_code_dir(workdir: Path, name: str, tree_sha256: str) -> Path:
+    """Where a code candidate's sunalgo is extracted on the machine that runs it (under the work dir)."""
+    return Path(workdir) / "candidates" / check_name(name) / "code" / tree_sha256[:16]
 
 
 def _night(name: str, night: str, file: str) -> str:

@@ -99,6 +99,15 @@ def promote(bucket: ObjectStore, version: str) -> bool:
     return True
 
 
+def params_data(bucket: ObjectStore, version: str) -> bytes:
+    """The parameter bytes of a version (the shipped file for the shipped version), checked against it."""
+    data = model.DEFAULT_PARAMS_PATH.read_bytes() if version == shipped_version() else None
+    data = data if data is not None else bucket.read_bytes(params_path(version))
+    if version_of(data) != version:
+        raise ValueError(f"model {version}: its parameters do not hash to its version (corrupt object)")
+    return data
+
+
 def load_stage_model(bucket: ObjectStore, version: str) -> model.StageModel:
     """The model of a version: the shipped file for the shipped version, else the bucket's copy."""
     if version == shipped_version():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from dagster import AssetKey, AssetSelection, DagsterInstance
 
@@ -183,5 +183,5 @@ def forget_in_candidates(bucket: BucketResource, night: str) -> int:
         deleted += bucket.delete_prefix(f"{candidates.prefix(name)}gold/{night}/")
         deleted += int(bucket.delete(candidates.comparison_path(name)))
         nights = [n for n in candidate.nights if n != night]
-        candidates.save(bucket, candidates.Candidate(name, candidate.model_version, nights, candidate.source))
+        candidates.save(bucket, replace(candidate, nights=nights))
     return deleted
