@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 PHASE_FIGURES = (
@@ -103,10 +105,34 @@ def test_bench_writes_every_figure(tmp_path):
         assert result["ratios"][key] is not None, key
     assert result["ingest"]["returncode"] == 0 and result["ingest"]["nights_materialized"] == 3
     assert result["ratios"]["ingest_over_floor_wall"] > 0
-    assert len(result["targets"]) == 7 and all("met" in t and "measured" in t for t in result["targets"])
+    assert len(result["targets"]) == 8 and all("met" in t and "measured" in t for t in result["targets"])
+
+    # The candidate phase: a parameters candidate over every night of the platform run, then compared.
+    cand = result["candidate"]
+    for key in PHASE_FIGURES:
+        assert key in cand, key
+    assert cand["returncodes"] == {"run": 0, "compare": 0}, cand["log"]
+    assert cand["nights"] == 3 and cand["compared_nights"] == 3
+    assert cand["verdicts"].keys() >= {"accuracy", "kappa_5class"}
+    bodies = {k: v for k, v in cand["steps"].items() if "asset body" in k}
+    assert len(bodies) == 2 and all(v["wall_s"] > 0 for v in bodies.values()), cand["steps"]
+    assert sum(v["wall_s"] for v in cand["steps"].values()) == pytest.approx(cand["wall_s"], abs=0.5)
+    assert cand["run_wall_s"] + cand["compare_wall_s"] <= cand["wall_s"] + 0.5 and cand["cpu_s"] > 0
+    assert result["targets"][-1]["target"].startswith("candidate over 2,000 nights")
+    assert result["phases"] == ["floor", "ingest", "platform", "incremental", "sunalgo", "candidate", "naive"]
     assert "platform / floor" in proc.stdout and "targets" in proc.stdout
 
     # The nights are cached: a second run generates nothing (the marker says how many of which seed).
     marker = json.loads((tmp_path / "bench" / "raw-cache" / "seed-7" / "generated.json").read_text())
     assert marker == {"nights": 3, "seed": 7}
     assert not (tmp_path / "bench" / "runs" / "floor").exists()  # measurement runs are removed without --keep
+
+
+def test_phases_on_the_platform_run_need_the_platform_phase(tmp_path):
+    from sunrise_assets.cli.bench import check_phases
+
+    check_phases(["platform", "candidate"])
+    with pytest.raises(ValueError, match="add platform"):
+        check_phases(["floor", "candidate"])
+    with pytest.raises(ValueError, match="unknown phases"):
+        check_phases(["platform", "nope"])

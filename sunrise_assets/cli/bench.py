@@ -65,6 +65,9 @@ TARGETS = {
     "sunalgo_nights_per_s_per_core": 10.0,
 }
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+# --phases: every phase by default; incremental, sunalgo and candidate run on the platform phase's run.
+PHASES = ("floor", "ingest", "platform", "incremental", "sunalgo", "candidate", "naive")
+ON_PLATFORM = {"incremental", "sunalgo", "candidate"}
 
 
 # ----------------------------------------------------------------------------------- machine
@@ -1174,6 +1177,13 @@ def _targets(result: Mapping[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+def check_phases(phases: Sequence[str]) -> None:
+    if unknown := set(phases) - set(PHASES):
+        raise ValueError(f"unknown phases {sorted(unknown)}: choose among {', '.join(PHASES)}")
+    if ON_PLATFORM & set(phases) and "platform" not in phases:
+        raise ValueError(f"phases {sorted(ON_PLATFORM & set(phases))} run on the platform phase's run: add platform")
+
+
 def run_bench(
     nights: int,
     workdir: Path,
@@ -1185,7 +1195,9 @@ def run_bench(
     progress=None,
     command: str = "",
     instance: str = "sqlite",
+    phases: Sequence[str] = PHASES,
 ) -> dict[str, Any]:
+    check_phases(phases)
     workdir = workdir.expanduser().resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     n_cores = cores()
@@ -1218,6 +1230,7 @@ def run_bench(
         "seed": seed,
         "workdir": str(workdir),
         "instance": instance,
+        "phases": [p for p in PHASES if p in phases],
     }
     if instance not in ("sqlite", "postgres"):
         raise ValueError(f"--instance must be sqlite or postgres, not {instance!r}")
@@ -1232,45 +1245,64 @@ def run_bench(
             workdir, nights, seed, on_night=task("generating nights (cached)", nights)
         )
 
-        floor_run = make_run_dir(workdir, "floor", cache, nights, max_concurrent_runs=n_cores, pg=pg)
-        result["floor"] = measure_floor(floor_run, nights, task("floor (no Dagster)", nights))
-        if not keep:
-            shutil.rmtree(floor_run.root)  # the derived layers of N nights take ~17 MB each
+        if "floor" in phases:
+            floor_run = make_run_dir(workdir, "floor", cache, nights, max_concurrent_runs=n_cores, pg=pg)
+            result["floor"] = measure_floor(floor_run, nights, task("floor (no Dagster)", nights))
+            if not keep:
+                shutil.rmtree(floor_run.root)  # the derived layers of N nights take ~17 MB each
 
-        ingest_run = make_run_dir(workdir, "ingest", cache, nights, max_concurrent_runs=n_cores, pg=pg)
-        result["ingest"] = measure_ingest(ingest_run, task("ingest (sunrise ingest)", nights), timeout_s=timeout_s)
-        if not keep:
-            shutil.rmtree(ingest_run.root)
+        if "ingest" in phases:
+            ingest_run = make_run_dir(workdir, "ingest", cache, nights, max_concurrent_runs=n_cores, pg=pg)
+            result["ingest"] = measure_ingest(ingest_run, task("ingest (sunrise ingest)", nights), timeout_s=timeout_s)
+            if not keep:
+                shutil.rmtree(ingest_run.root)
 
-        plat_run = make_run_dir(workdir, "platform", cache, nights, max_concurrent_runs=n_cores, pg=pg)
-        result["platform"] = measure_platform(
-            plat_run, n_cores, task("platform (Dagster backfill)", nights), timeout_s=timeout_s
-        )
+        if "platform" in phases:
+            plat_run = make_run_dir(workdir, "platform", cache, nights, max_concurrent_runs=n_cores, pg=pg)
+            result["platform"] = measure_platform(
+                plat_run, n_cores, task("platform (Dagster backfill)", nights), timeout_s=timeout_s
+            )
 
-        advance = task("incremental pass", 1)
-        result["incremental"] = measure_incremental(plat_run)
-        advance()
+        if "incremental" in phases:
+            advance = task("incremental pass", 1)
+            result["incremental"] = measure_incremental(plat_run)
+            advance()
 
-        algo_nights = instance_nights(plat_run)[: min(nights, 20)]
-        advance = task("sunalgo alone", 1)
-        result["sunalgo"] = measure_sunalgo(plat_run, algo_nights)
-        advance()
+        if "sunalgo" in phases:
+            algo_nights = instance_nights(plat_run)[: min(nights, 20)]
+            advance = task("sunalgo alone", 1)
+            result["sunalgo"] = measure_sunalgo(plat_run, algo_nights)
+            advance()
 
-        k = max(1, min(naive_nights, nights))
-        naive_run = make_run_dir(workdir, "naive", cache, k, max_concurrent_runs=n_cores, pg=pg)
-        naive = measure_naive(naive_run, n_cores, task(f"naive (one run per night, {k} nights)", k))
-        naive["extrapolated_wall_s_for_all_nights"] = (
-            round(naive["wall_s"] * nights / naive["nights"], 1) if naive["nights"] else None
-        )
-        naive["extrapolated_cpu_s_for_all_nights"] = (
-            round(naive["cpu_s"] * nights / naive["nights"], 1) if naive["nights"] else None
-        )
-        result["naive"] = naive
-        if not keep:
-            shutil.rmtree(naive_run.root)
-            shutil.rmtree(plat_run.root)
-        else:
-            result["platform"]["kept"] = str(plat_run.root)
+        if "candidate" in phases:  # cli/bench_candidate.py: on the platform run's bronze, silver and gold
+            from sunrise_assets.cli.bench_candidate import measure_candidate
+
+            result["candidate"] = measure_candidate(
+                plat_run.root,
+                plat_run.env,
+                lambda: TreeSampler(_role, include_self=False),
+                task("candidate (run + compare)", nights),
+                timeout_s=timeout_s,
+            )
+
+        if "naive" in phases:
+            k = max(1, min(naive_nights, nights))
+            naive_run = make_run_dir(workdir, "naive", cache, k, max_concurrent_runs=n_cores, pg=pg)
+            naive = measure_naive(naive_run, n_cores, task(f"naive (one run per night, {k} nights)", k))
+            naive["extrapolated_wall_s_for_all_nights"] = (
+                round(naive["wall_s"] * nights / naive["nights"], 1) if naive["nights"] else None
+            )
+            naive["extrapolated_cpu_s_for_all_nights"] = (
+                round(naive["cpu_s"] * nights / naive["nights"], 1) if naive["nights"] else None
+            )
+            result["naive"] = naive
+            if not keep:
+                shutil.rmtree(naive_run.root)
+        if "platform" in phases:
+            if not keep:
+                shutil.rmtree(plat_run.root)
+            else:
+                result["platform"]["kept"] = str(plat_run.root)
     finally:
         if pg is not None:
             pg.stop()
@@ -1280,6 +1312,18 @@ def run_bench(
             else:
                 os.environ[k_] = v
 
+    result["ratios"], result["targets"] = {}, []
+    if {"floor", "ingest", "platform", "naive", "incremental", "sunalgo"} <= result.keys():
+        _ratios_and_targets(result)
+    if "candidate" in result:
+        from sunrise_assets.cli.bench_candidate import candidate_target
+
+        result["targets"].append(candidate_target(result["candidate"]))
+    result["machine"]["load_average_at_end"] = load()
+    return result
+
+
+def _ratios_and_targets(result: dict[str, Any]) -> None:
     floor, plat = result["floor"], result["platform"]
     result["ratios"] = {
         "ingest_over_floor_wall": round(result["ingest"]["wall_s"] / floor["wall_s"], 3) if floor["wall_s"] else None,
@@ -1294,8 +1338,6 @@ def run_bench(
         else None,
     }
     result["targets"] = _targets(result)
-    result["machine"]["load_average_at_end"] = load()
-    return result
 
 
 def print_report(result: Mapping[str, Any], console) -> None:
@@ -1321,7 +1363,9 @@ def print_report(result: Mapping[str, Any], console) -> None:
         "load before -> after",
     ):
         table.add_column(col, justify="right" if col != "phase" else "left")
-    for name in ("floor", "ingest", "platform", "naive"):
+    for name in ("floor", "ingest", "platform", "naive", "candidate"):
+        if name not in result:  # not among --phases
+            continue
         p = result[name]
         label = name + (" (extrapolated from these)" if p.get("extrapolated") else "")
         table.add_row(
@@ -1335,6 +1379,13 @@ def print_report(result: Mapping[str, Any], console) -> None:
             f"{p['load_average_before'][0]} -> {p['load_average_after'][0]}",
         )
     console.print(table)
+    if "candidate" in result:
+        from sunrise_assets.cli.bench_candidate import print_candidate
+
+        print_candidate(result["candidate"], console)
+    if not result["ratios"]:  # a subset of the phases: no ratios, only the targets they measure
+        _print_targets(result, console)
+        return
     for name in ("floor", "ingest", "platform", "naive"):
         console.print(f"  {name}: {result[name]['method']}")
     plat = result["platform"]
@@ -1389,6 +1440,12 @@ def print_report(result: Mapping[str, Any], console) -> None:
         f"sunalgo alone: {algo['eight_hour_nights_per_s_per_core']} eight-hour nights/s/core "
         f"({algo['cpu_s_per_night']} CPU s per {algo['recording_hours_mean']} h night, {algo['nights']} nights x 3)"
     )
+    _print_targets(result, console)
+
+
+def _print_targets(result: Mapping[str, Any], console) -> None:
+    from rich.table import Table
+
     targets = Table(title="targets")
     for col in ("target", "goal", "measured", "met", "note"):
         targets.add_column(col)
@@ -1459,11 +1516,23 @@ def bench_command(
             ),
         ),
     ] = False,
+    phases: Annotated[
+        str,
+        typer.Option(
+            "--phases",
+            help=f"Comma-separated phases to run (default all: {','.join(PHASES)}); e.g. platform,candidate.",
+        ),
+    ] = ",".join(PHASES),
 ) -> None:
     """Benchmark: floor (plain Python) vs the Dagster platform (backfill) vs one run per night, the
     incremental pass with nothing new, and sunalgo alone; prints and writes the figures."""
-    from sunrise_assets.cli.console import out, progress_bar
+    from sunrise_assets.cli.console import UserError, out, progress_bar
 
+    chosen = [p.strip() for p in phases.split(",") if p.strip()]
+    try:
+        check_phases(chosen)
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
     base = workdir or (settings.workdir() / "bench")
     command = (
         "sunrise bench " + " ".join(sys.argv[2:])
@@ -1480,6 +1549,7 @@ def bench_command(
             progress=progress,
             command=command,
             instance=instance,
+            phases=chosen,
         )
     print_report(result, out)
     if json_path is not None:
