@@ -164,6 +164,14 @@ def test_a_changed_working_tree_computes_the_candidate_gold(env):
     report = candidates.load_comparison(bucket, "remn1")
     assert report["n_nights"] == N_NIGHTS and report["candidate_code"]["tree_sha256"] == tree_sha
 
+    # in the code location beside production: its code version is the package's hash, fed by silver
+    from sunrise_assets.definitions import build_defs
+    from sunrise_assets.defs.candidate_assets import candidate_key
+
+    node = build_defs().resolve_asset_graph().get(candidate_key("remn1", "gold"))
+    assert node.code_version == f"sunalgo-tree.{tree_sha[:16]}"
+    assert {k.to_user_string() for k in node.parent_keys} >= {"silver_signals", "psg_hypnogram"}
+
     assert "merge the ref" in _refused("candidate", "promote", "remn1", "--workdir", str(work)).lower()
 
     output = _cli("candidate", "drop", "remn1", "--workdir", str(work))
