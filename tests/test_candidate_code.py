@@ -174,6 +174,14 @@ def test_a_changed_working_tree_computes_the_candidate_gold(env):
 
     assert "merge the ref" in _refused("candidate", "promote", "remn1", "--workdir", str(work)).lower()
 
+    # its parameters are production's: promoting only them changes nothing
+    production_model = bucket.read_bytes("models/production.json") if bucket.exists("models/production.json") else None
+    output = _cli("candidate", "promote", "remn1", "--params-only", "--workdir", str(work))
+    assert "already is production: nothing changes" in " ".join(output.split())
+    assert (bucket.read_bytes("models/production.json") if bucket.exists("models/production.json") else None) == (
+        production_model
+    )
+
     output = _cli("candidate", "drop", "remn1", "--workdir", str(work))
     assert "dropped candidate remn1" in output and not extracted.exists()
     assert _production_snapshot(work) == before
