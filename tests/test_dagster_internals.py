@@ -8,9 +8,12 @@ that names it, instead of somewhere inside a run.
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 
 import dagster
 import pytest
+
+REPO = Path(__file__).resolve().parents[1]
 
 # The Dagster release the private uses below were read against (dagster's own source).
 VERIFIED_DAGSTER_VERSION = "1.13.27"
@@ -201,6 +204,37 @@ def test_backfill_loop_interval_is_the_patched_constant():
     finally:
         controller.DEFAULT_DAEMON_INTERVAL_SECONDS = before
     assert callable(daemon_main.main)
+
+
+def test_daemon_child_runs_only_the_daemons_of_a_commands_work(tmp_path):
+    """daemon_main gives `dagster-daemon run` its own daemon list and a workspace loaded once, through
+    the names Dagster's CLI and controller read at run time (an upgrade that binds them earlier
+    would make the patches no-ops)."""
+    import dagster._daemon.cli as daemon_cli
+    import dagster._daemon.controller as controller
+    from dagster import DagsterInstance
+
+    from sunrise_assets.dagster_internals import daemon_main
+
+    assert "daemon_controller_from_instance(" in inspect.getsource(daemon_cli._daemon_run_command)
+    assert "RELOAD_WORKSPACE_INTERVAL" in inspect.getsource(
+        controller.DagsterDaemonController.check_workspace_freshness
+    )
+    assert "gen_daemons" in inspect.signature(controller.daemon_controller_from_instance).parameters
+    (tmp_path / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
+    saved = daemon_cli.daemon_controller_from_instance, controller.RELOAD_WORKSPACE_INTERVAL
+    try:
+        daemon_main.patch_child_daemons()
+        assert controller.RELOAD_WORKSPACE_INTERVAL == daemon_main.WORKSPACE_RELOAD_S
+        assert daemon_cli.daemon_controller_from_instance is not saved[0]
+        with DagsterInstance.from_config(str(tmp_path)) as instance:
+            required = set(instance.get_required_daemon_types())
+            child = {d.daemon_type() for d in daemon_main.child_daemons(instance)}
+    finally:
+        daemon_cli.daemon_controller_from_instance, controller.RELOAD_WORKSPACE_INTERVAL = saved
+    # The embedded default needs sensors and automation too; the child leaves those to a real daemon.
+    assert {"SENSOR", "ASSET", "BACKFILL", "QUEUED_RUN_COORDINATOR", "MONITORING", "EVENT_LOG_CONSUMER"} <= required
+    assert child == {"BACKFILL", "QUEUED_RUN_COORDINATOR", "MONITORING", "EVENT_LOG_CONSUMER"}
 
 
 def test_local_run_launcher_internals(tmp_path):

@@ -264,7 +264,7 @@ def run_ingest(
     batch_size: int, *, in_process: bool = False, wait: bool = True, on_interrupt: OnInterrupt = OnInterrupt.ask
 ):
 
-    from sunrise_assets.lib.ingest import NoRawFolder, ingest_queued
+    from sunrise_assets.lib.ingest import NoRawFolder, ingest_queued, require_raw_folder
     from sunrise_assets.lib.ingest import ingest as do_ingest
     from sunrise_assets.lib.queued_work import DaemonChild, open_instance
 
@@ -296,6 +296,10 @@ def run_ingest(
                 return report
             else:
                 with DaemonChild(instance, settings.dagster_home() / "daemon.log") as daemon:
+                    # Started now, not when the nights are submitted: it and its code server load
+                    # (seconds) while this command pairs and registers the nights.
+                    require_raw_folder(bucket)
+                    daemon.ensure()
                     with queue_progress() as progress:
                         display = QueueDisplay(progress, "materializing nights")
                         report = wait_for(
