@@ -200,7 +200,7 @@ def test_backfill_loop_interval_is_the_patched_constant():
     assert "DEFAULT_DAEMON_INTERVAL_SECONDS - loop_duration" in source
     before = controller.DEFAULT_DAEMON_INTERVAL_SECONDS
     try:
-        assert daemon_main.patch_backfill_interval() == 2.0 and controller.DEFAULT_DAEMON_INTERVAL_SECONDS == 2.0
+        assert daemon_main.patch_backfill_interval() == 0.5 and controller.DEFAULT_DAEMON_INTERVAL_SECONDS == 0.5
     finally:
         controller.DEFAULT_DAEMON_INTERVAL_SECONDS = before
     assert callable(daemon_main.main)
@@ -235,6 +235,49 @@ def test_daemon_child_runs_only_the_daemons_of_a_commands_work(tmp_path):
     # The embedded default needs sensors and automation too; the child leaves those to a real daemon.
     assert {"SENSOR", "ASSET", "BACKFILL", "QUEUED_RUN_COORDINATOR", "MONITORING", "EVENT_LOG_CONSUMER"} <= required
     assert child == {"BACKFILL", "QUEUED_RUN_COORDINATOR", "MONITORING", "EVENT_LOG_CONSUMER"}
+
+
+def test_daemon_child_skips_a_backfill_iteration_when_nothing_it_acts_on_changed(tmp_path, monkeypatch):
+    """The backfill loop calls execute_backfill_iteration by its module name each time round; the
+    child's wrapper calls Dagster's only when a backfill at work or a run changed, or every
+    FULL_ITERATION_S."""
+    import dagster._daemon.backfill as backfill
+    from dagster import DagsterInstance, DagsterRun, DagsterRunStatus
+
+    from sunrise_assets.dagster_internals import daemon_main
+
+    assert "yield from execute_backfill_iteration(" in inspect.getsource(backfill.execute_backfill_iteration_loop)
+    calls = []
+
+    def dagsters(workspace_process_context, logger, **kwargs):
+        calls.append(kwargs)
+        yield None
+
+    monkeypatch.setattr(backfill, "execute_backfill_iteration", dagsters)
+    now = [0.0]
+    daemon_main.patch_backfill_iteration(clock=lambda: now[0])
+    gated = backfill.execute_backfill_iteration
+
+    class Context:
+        instance = None
+
+    (tmp_path / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
+    with DagsterInstance.from_config(str(tmp_path)) as instance:
+        Context.instance = instance
+
+        def tick(seconds: float = 0.5) -> int:
+            now[0] += seconds
+            list(gated(Context(), None, backfill_futures={}))
+            return len(calls)
+
+        assert tick() == 1  # the first one
+        assert tick() == 1 and tick() == 1  # nothing changed
+        instance.add_run(DagsterRun(job_name="j", run_id="r1", status=DagsterRunStatus.NOT_STARTED))
+        assert tick() == 2 and tick() == 2  # a run appeared
+        instance.report_run_canceled(instance.get_run_by_id("r1"))
+        assert tick() == 3 and tick() == 3  # it ended
+        assert tick(daemon_main.FULL_ITERATION_S) == 4  # the periodic one
+        assert calls[-1] == {"backfill_futures": {}}
 
 
 def test_local_run_launcher_internals(tmp_path):

@@ -567,6 +567,7 @@ def refresh(
                 return
             else:
                 with DaemonChild(instance, settings.dagster_home() / "daemon.log") as daemon:
+                    daemon.ensure()  # loading while the refresh is planned
                     with queue_progress() as progress:
                         display = QueueDisplay(progress, f"refreshing from {from_layer}")
                         display.plan(total)
