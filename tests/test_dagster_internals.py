@@ -280,6 +280,36 @@ def test_daemon_child_skips_a_backfill_iteration_when_nothing_it_acts_on_changed
         assert calls[-1] == {"backfill_futures": {}}
 
 
+def test_runless_observations_in_one_batch_read_back_as_the_public_call_stores_them(tmp_path, monkeypatch):
+    """report_runless_observations (the raw data versions of registered nights, as one batch) stores
+    what instance.report_runless_asset_event stores, one by one, read back through the public API:
+    with Dagster's event batching on (the embedded storage's default) and off."""
+    from dagster import AssetKey, AssetObservation, AssetRecordsFilter, DagsterInstance
+
+    from sunrise_assets.dagster_internals.history_events import report_runless_observations
+
+    key = AssetKey("raw_night")
+    observations = [
+        AssetObservation(asset_key=key, partition=f"n{i:03d}", tags={"dagster/data_version": f"v{i}"})
+        for i in range(250)  # more than one batch of EVENT_BATCH_SIZE
+    ]
+    for size in ("200", "0"):
+        monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", size)
+        home = tmp_path / size
+        home.mkdir()
+        (home / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
+        with DagsterInstance.from_config(str(home)) as instance:
+            report_runless_observations(instance, observations[:200])
+            for observation in observations[200:]:
+                instance.report_runless_asset_event(observation)
+            records = instance.fetch_observations(AssetRecordsFilter(asset_key=key), limit=1000).records
+            got = {r.partition_key: r.asset_observation.tags["dagster/data_version"] for r in records}
+            assert got == {f"n{i:03d}": f"v{i}" for i in range(250)}
+            assert {r.run_id for r in records} == {""}
+            latest = instance.get_latest_data_version_record(key, partition_key="n007")
+            assert latest is not None and latest.asset_observation.tags["dagster/data_version"] == "v7"
+
+
 def test_local_run_launcher_internals(tmp_path):
     """The worker health check: Dagster's launcher API, the pid event the worker records, /proc."""
     import os
