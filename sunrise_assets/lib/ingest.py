@@ -167,7 +167,7 @@ def ingest_queued(
     if on_work:
         on_work(work)
     outcome = work.run(plan.todo, wait=wait, rounds=MAX_ROUNDS)
-    report.submitted, report.joined, report.waited = outcome.submitted, outcome.joined, wait
+    report.submitted, report.joined, report.waited = list(outcome.submitted), list(outcome.joined), wait
     if not wait:
         return report
     report.run_ids = list(outcome.run_ids)

@@ -529,6 +529,8 @@ class QueuedWork:
                     self.instance, None, keys, title=f"sunrise {self.trigger}: summary", trigger=self.trigger
                 )
             ]
+        # Known to an interrupt (cancel or leave it) like the nights' backfills.
+        (self.outcome.joined if joined else self.outcome.submitted).extend(ids)
         self.watching = ids
         while True:
             if self.daemon is not None:
