@@ -8,9 +8,12 @@ that names it, instead of somewhere inside a run.
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 
 import dagster
 import pytest
+
+REPO = Path(__file__).resolve().parents[1]
 
 # The Dagster release the private uses below were read against (dagster's own source).
 VERIFIED_DAGSTER_VERSION = "1.13.27"
@@ -197,10 +200,114 @@ def test_backfill_loop_interval_is_the_patched_constant():
     assert "DEFAULT_DAEMON_INTERVAL_SECONDS - loop_duration" in source
     before = controller.DEFAULT_DAEMON_INTERVAL_SECONDS
     try:
-        assert daemon_main.patch_backfill_interval() == 2.0 and controller.DEFAULT_DAEMON_INTERVAL_SECONDS == 2.0
+        assert daemon_main.patch_backfill_interval() == 0.5 and controller.DEFAULT_DAEMON_INTERVAL_SECONDS == 0.5
     finally:
         controller.DEFAULT_DAEMON_INTERVAL_SECONDS = before
     assert callable(daemon_main.main)
+
+
+def test_daemon_child_runs_only_the_daemons_of_a_commands_work(tmp_path):
+    """daemon_main gives `dagster-daemon run` its own daemon list and a workspace loaded once, through
+    the names Dagster's CLI and controller read at run time (an upgrade that binds them earlier
+    would make the patches no-ops)."""
+    import dagster._daemon.cli as daemon_cli
+    import dagster._daemon.controller as controller
+    from dagster import DagsterInstance
+
+    from sunrise_assets.dagster_internals import daemon_main
+
+    assert "daemon_controller_from_instance(" in inspect.getsource(daemon_cli._daemon_run_command)
+    assert "RELOAD_WORKSPACE_INTERVAL" in inspect.getsource(
+        controller.DagsterDaemonController.check_workspace_freshness
+    )
+    assert "gen_daemons" in inspect.signature(controller.daemon_controller_from_instance).parameters
+    (tmp_path / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
+    saved = daemon_cli.daemon_controller_from_instance, controller.RELOAD_WORKSPACE_INTERVAL
+    try:
+        daemon_main.patch_child_daemons()
+        assert controller.RELOAD_WORKSPACE_INTERVAL == daemon_main.WORKSPACE_RELOAD_S
+        assert daemon_cli.daemon_controller_from_instance is not saved[0]
+        with DagsterInstance.from_config(str(tmp_path)) as instance:
+            required = set(instance.get_required_daemon_types())
+            child = {d.daemon_type() for d in daemon_main.child_daemons(instance)}
+    finally:
+        daemon_cli.daemon_controller_from_instance, controller.RELOAD_WORKSPACE_INTERVAL = saved
+    # The embedded default needs sensors and automation too; the child leaves those to a real daemon.
+    assert {"SENSOR", "ASSET", "BACKFILL", "QUEUED_RUN_COORDINATOR", "MONITORING", "EVENT_LOG_CONSUMER"} <= required
+    assert child == {"BACKFILL", "QUEUED_RUN_COORDINATOR", "MONITORING", "EVENT_LOG_CONSUMER"}
+
+
+def test_daemon_child_skips_a_backfill_iteration_when_nothing_it_acts_on_changed(tmp_path, monkeypatch):
+    """The backfill loop calls execute_backfill_iteration by its module name each time round; the
+    child's wrapper calls Dagster's only when a backfill at work or a run changed, or every
+    FULL_ITERATION_S."""
+    import dagster._daemon.backfill as backfill
+    from dagster import DagsterInstance, DagsterRun, DagsterRunStatus
+
+    from sunrise_assets.dagster_internals import daemon_main
+
+    assert "yield from execute_backfill_iteration(" in inspect.getsource(backfill.execute_backfill_iteration_loop)
+    calls = []
+
+    def dagsters(workspace_process_context, logger, **kwargs):
+        calls.append(kwargs)
+        yield None
+
+    monkeypatch.setattr(backfill, "execute_backfill_iteration", dagsters)
+    now = [0.0]
+    daemon_main.patch_backfill_iteration(clock=lambda: now[0])
+    gated = backfill.execute_backfill_iteration
+
+    class Context:
+        instance = None
+
+    (tmp_path / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
+    with DagsterInstance.from_config(str(tmp_path)) as instance:
+        Context.instance = instance
+
+        def tick(seconds: float = 0.5) -> int:
+            now[0] += seconds
+            list(gated(Context(), None, backfill_futures={}))
+            return len(calls)
+
+        assert tick() == 1  # the first one
+        assert tick() == 1 and tick() == 1  # nothing changed
+        instance.add_run(DagsterRun(job_name="j", run_id="r1", status=DagsterRunStatus.NOT_STARTED))
+        assert tick() == 2 and tick() == 2  # a run appeared
+        instance.report_run_canceled(instance.get_run_by_id("r1"))
+        assert tick() == 3 and tick() == 3  # it ended
+        assert tick(daemon_main.FULL_ITERATION_S) == 4  # the periodic one
+        assert calls[-1] == {"backfill_futures": {}}
+
+
+def test_runless_observations_in_one_batch_read_back_as_the_public_call_stores_them(tmp_path, monkeypatch):
+    """report_runless_observations (the raw data versions of registered nights, as one batch) stores
+    what instance.report_runless_asset_event stores, one by one, read back through the public API:
+    with Dagster's event batching on (the embedded storage's default) and off."""
+    from dagster import AssetKey, AssetObservation, AssetRecordsFilter, DagsterInstance
+
+    from sunrise_assets.dagster_internals.history_events import report_runless_observations
+
+    key = AssetKey("raw_night")
+    observations = [
+        AssetObservation(asset_key=key, partition=f"n{i:03d}", tags={"dagster/data_version": f"v{i}"})
+        for i in range(250)  # more than one batch of EVENT_BATCH_SIZE
+    ]
+    for size in ("200", "0"):
+        monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", size)
+        home = tmp_path / size
+        home.mkdir()
+        (home / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
+        with DagsterInstance.from_config(str(home)) as instance:
+            report_runless_observations(instance, observations[:200])
+            for observation in observations[200:]:
+                instance.report_runless_asset_event(observation)
+            records = instance.fetch_observations(AssetRecordsFilter(asset_key=key), limit=1000).records
+            got = {r.partition_key: r.asset_observation.tags["dagster/data_version"] for r in records}
+            assert got == {f"n{i:03d}": f"v{i}" for i in range(250)}
+            assert {r.run_id for r in records} == {""}
+            latest = instance.get_latest_data_version_record(key, partition_key="n007")
+            assert latest is not None and latest.asset_observation.tags["dagster/data_version"] == "v7"
 
 
 def test_local_run_launcher_internals(tmp_path):

@@ -4,8 +4,9 @@ computing them itself, on the embedded default (SQLite, local run processes).
 - the nights are computed in run processes, never in the command's own process (the pid Dagster
   records on every event), and the command leaves no daemon or run process behind;
 - two commands started together on one work directory compute each night once;
-- SIGTERM while waiting stops cleanly (no process left, every object whole) and the next command
-  finishes the work;
+- Ctrl-C or SIGTERM while waiting stops cleanly (no process left, every object whole, no run left
+  live), leaving the backfill for later or cancelling it (--on-interrupt; in a terminal, Ctrl-C
+  asks), and the next command finishes the work, computing again only the nights not finished;
 - under a running daemon, a run worker killed with SIGKILL mid-run is failed and retried from the
   failure by Dagster (run monitoring / run retries): every night reaches the warehouse without
   any command, and the step that was in flight is computed once more; with the daemon and its code
@@ -16,6 +17,7 @@ computing them itself, on the embedded default (SQLite, local run processes).
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -180,32 +182,27 @@ def test_two_commands_at_once_compute_each_night_once(tmp_path):
     assert sum("joining backfill" in t for t in texts) == 1, [t[-1500:] for t in texts]
 
 
-@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "Ctrl-C"])
-def test_a_signal_while_waiting_leaves_nothing_behind_and_the_next_command_finishes(tmp_path, signum, code):
-    """SIGTERM, or Ctrl-C without a terminal to ask on (the answer is then "leave it")."""
+def _until_some_runs_started(work: Path, log: Path) -> None:
+    """Until a run is in the middle of its nights: some bronze written, no night in the warehouse."""
+    # The command has made the instance (opened together, a new SQLite instance migrates twice).
+    _wait(lambda: (work / "dagster_home" / "daemon.log").exists(), 300, "the daemon child", log)
+    with _instance(work) as instance:
+        _wait(
+            lambda: _materializations(instance, BRONZE) and not _materializations(instance, FINALS[1]),
+            600,
+            "the first bronze materializations",
+            log,
+        )
+
+
+def _assert_stopped_cleanly(work: Path) -> tuple[set[str], int]:
+    """After an interrupted command: no process of the instance left, every object whole, no run
+    left live, the warehouse holding whole nights only. Returns the nights then in the warehouse and
+    the event cursor (what the next command does comes after it)."""
+    import sqlite3
+
     from tests.test_crash_safety import _assert_complete
 
-    work = _workdir(tmp_path, 4, seed=13)
-    log = tmp_path / "ingest.log"
-    proc = _ingest(work, log=log)
-    try:
-        # The command has made the instance (opened together, a new SQLite instance migrates twice).
-        _wait(lambda: (work / "dagster_home" / "daemon.log").exists(), 300, "the daemon child", log)
-        with _instance(work) as instance:
-            # In the middle of the run: its worker has written some nights' bronze, not the warehouse.
-            _wait(
-                lambda: _materializations(instance, BRONZE) and not _materializations(instance, FINALS[1]),
-                600,
-                "the first bronze materializations",
-                log,
-            )
-        proc.send_signal(signum)
-        rc = proc.wait(180)
-    finally:
-        if proc.poll() is None:
-            _kill_everything_of(work)
-    assert rc == code, log.read_text()[-3000:]
-    assert "left for later" in log.read_text()
     _no_processes_left(work)
     for path in (work / "bucket").rglob("*"):
         if path.is_file() and not path.name.startswith(".tmp-") and "/raw/" not in str(path):
@@ -213,15 +210,161 @@ def test_a_signal_while_waiting_leaves_nothing_behind_and_the_next_command_finis
     with _instance(work) as instance:
         runs = instance.get_run_records()
         assert runs and all(r.dagster_run.is_finished for r in runs), [r.dagster_run.status for r in runs]
-        assert len(instance.get_materialized_partitions(FINALS[1])) < 4
+        done = set.intersection(*(set(instance.get_materialized_partitions(k)) for k in FINALS))
+        assert len(done) < len(instance.get_dynamic_partitions("nights")), "interrupted too late"
+        cursor = instance.event_log_storage.get_maximum_record_id() or 0
+        materialized = set(instance.get_materialized_partitions(FINALS[1]))
+    with sqlite3.connect(work / "warehouse.sqlite") as db:  # a night's rows go in with its materialization
+        rows = list(db.execute("SELECT night_id FROM night_scores")) if _has_table(db) else []
+    assert Counter(r[0] for r in rows) == dict.fromkeys(materialized, 1), (rows, materialized)
+    return done, cursor
 
-    log2 = tmp_path / "again.log"
-    assert _ingest(work, log=log2).wait(600) == 0, log2.read_text()[-3000:]
+
+def _has_table(db) -> bool:
+    return bool(db.execute("SELECT 1 FROM sqlite_master WHERE name = 'night_scores'").fetchone())
+
+
+def _assert_next_command_finishes(work: Path, tmp_path: Path, done_before: set[str], cursor: int) -> None:
+    """The next `sunrise ingest` puts every night in the warehouse, each once: a night finished
+    before the interrupt is not computed again, the others reach the warehouse exactly once."""
+    log = tmp_path / "again.log"
+    assert _ingest(work, log=log).wait(600) == 0, log.read_text()[-3000:]
     _no_processes_left(work)
     with _instance(work) as instance:
         keys = set(instance.get_dynamic_partitions("nights"))
         for key in FINALS:
             assert instance.get_materialized_partitions(key) == keys
+            assert Counter(r.partition_key for r in _materializations(instance, key)) == dict.fromkeys(keys, 1)
+        after = [
+            r
+            for r in instance.fetch_materializations(
+                AssetRecordsFilter(asset_key=BRONZE, after_storage_id=cursor), limit=10_000
+            ).records
+        ]
+        assert {r.partition_key for r in after} == keys - done_before
+        assert Counter(r.partition_key for r in after) == dict.fromkeys(keys - done_before, 1)
+        assert not [r for r in instance.get_run_records() if not r.dagster_run.is_finished]
+
+
+@pytest.mark.parametrize(
+    ("signum", "args", "code", "said"),
+    [
+        (signal.SIGTERM, (), 143, "left for later"),
+        (signal.SIGINT, (), 130, "left for later"),
+        (signal.SIGTERM, ("--on-interrupt", "cancel"), 143, "cancelled"),
+    ],
+    ids=["SIGTERM", "Ctrl-C", "SIGTERM-cancel"],
+)
+def test_a_signal_while_waiting_leaves_nothing_behind_and_the_next_command_finishes(tmp_path, signum, args, code, said):
+    """SIGTERM, or Ctrl-C without a terminal to ask on: the backfill is left (the default) or
+    cancelled (--on-interrupt cancel); either way this command's daemon child and runs stop."""
+    work = _workdir(tmp_path, 4, seed=13)
+    log = tmp_path / "ingest.log"
+    proc = _ingest(work, *args, log=log)
+    try:
+        _until_some_runs_started(work, log)
+        proc.send_signal(signum)
+        rc = proc.wait(180)
+    finally:
+        if proc.poll() is None:
+            _kill_everything_of(work)
+    assert rc == code, log.read_text()[-3000:]
+    assert said in log.read_text()
+    done_before, cursor = _assert_stopped_cleanly(work)
+    with _instance(work) as instance:
+        [backfill] = instance.get_backfills()
+        # Left: still requested, or already ended by the daemon child (its runs stopped) before it stopped.
+        expected = {"CANCELED"} if "cancel" in args else {"REQUESTED", "COMPLETED_FAILED"}
+        assert backfill.status.value in expected, backfill.status
+    _assert_next_command_finishes(work, tmp_path, done_before, cursor)
+
+
+class Terminal:
+    """A pseudo-terminal the command runs in as in a shell: its controlling terminal, so that
+    typing Ctrl-C (byte 0x03) sends SIGINT to it (not to its daemon child, in a session of its own)."""
+
+    def __init__(self, argv: list[str], env: dict[str, str]):
+        import pty
+        import threading
+
+        self.master, slave = pty.openpty()
+
+        def controlling_tty() -> None:  # after setsid (start_new_session)
+            import fcntl
+            import termios
+
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+        self.proc = subprocess.Popen(
+            argv,
+            env={**env, "COLUMNS": "120", "TERM": "xterm"},
+            cwd=REPO,
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            start_new_session=True,
+            preexec_fn=controlling_tty,  # noqa: PLW1509 - the test starts no threads before this
+        )
+        os.close(slave)
+        self.output = bytearray()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        while True:  # drained all along: a full terminal would block the command's progress display
+            try:
+                chunk = os.read(self.master, 4096)
+            except OSError:
+                return
+            if not chunk:
+                return
+            self.output += chunk
+
+    def text(self) -> str:
+        """What the terminal shows, colours and cursor moves left out."""
+        return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", self.output.decode(errors="replace"))
+
+    def type(self, data: bytes) -> None:
+        os.write(self.master, data)
+
+    def close(self) -> None:
+        self._reader.join(10)
+        os.close(self.master)
+
+
+def test_ctrl_c_in_a_terminal_asks_and_cancels_a_joined_no_wait_backfill(tmp_path):
+    """`sunrise ingest --no-wait` submits (no daemon: nothing runs); `sunrise ingest` in a terminal
+    joins that backfill and waits; Ctrl-C there asks whether to cancel it, naming it; "y" cancels
+    it and stops its runs: nothing left behind, nothing half-written, the next command finishes."""
+    work = _workdir(tmp_path, 4, seed=16)
+    log = tmp_path / "ingest.log"
+    assert _ingest(work, "--no-wait", log=log).wait(300) == 0, log.read_text()[-3000:]
+    with _instance(work) as instance:
+        [submitted] = instance.get_backfills()
+    assert f"submitted backfill {submitted.backfill_id}" in log.read_text()
+
+    terminal = Terminal([sys.executable, "-m", "sunrise_assets.cli", "ingest", "--workdir", str(work)], _env(work))
+    try:
+        _until_some_runs_started(work, log)
+        terminal.type(b"\x03")
+        _wait(lambda: "Cancel backfill" in terminal.text(), 60, "the question")
+        question = terminal.text().split("Cancel backfill", 1)[1]
+        assert submitted.backfill_id in question.split("?", 1)[0], question[:300]
+        terminal.type(b"y\r")
+        rc = terminal.proc.wait(180)
+    finally:
+        if terminal.proc.poll() is None:
+            _kill_everything_of(work)
+        terminal.close()
+    text = terminal.text()
+    assert rc == 130, text[-3000:]
+    assert f"cancelled: backfill(s) {submitted.backfill_id}" in text, text[-3000:]
+    done_before, cursor = _assert_stopped_cleanly(work)
+    with _instance(work) as instance:
+        assert [b.status.value for b in instance.get_backfills()] == ["CANCELED"]
+        runs = [r.dagster_run for r in instance.get_run_records()]
+        assert any(r.status == DagsterRunStatus.CANCELED for r in runs), [r.status for r in runs]
+    _assert_next_command_finishes(work, tmp_path, done_before, cursor)
 
 
 def test_a_killed_run_worker_is_retried_by_dagster_and_no_night_is_lost(tmp_path):

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import sys
+from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
@@ -81,11 +82,32 @@ def scan(
 
 
 class Terminated(BaseException):
-    """SIGTERM while a command waits: handled like Ctrl-C answered "leave it", without asking."""
+    """SIGTERM while a command waits: handled like Ctrl-C with no terminal to ask on."""
 
 
 def _raise_terminated(signum, frame) -> None:
     raise Terminated()
+
+
+class OnInterrupt(StrEnum):
+    """What Ctrl-C or SIGTERM while waiting does to the work submitted."""
+
+    ask = "ask"
+    cancel = "cancel"
+    leave = "leave"
+
+
+OnInterruptOpt = Annotated[
+    OnInterrupt,
+    typer.Option(
+        "--on-interrupt",
+        case_sensitive=False,
+        help="Ctrl-C or SIGTERM while waiting: 'ask' (Ctrl-C in a terminal asks whether to cancel; SIGTERM, "
+        "or no terminal: leave), 'cancel' the backfill (its runs in flight are stopped), or 'leave' it for "
+        "the next command or a running daemon (with this command's own daemon child, the runs in flight "
+        "stop with it and are redone next time).",
+    ),
+]
 
 
 WorkOpt = Annotated[
@@ -150,35 +172,73 @@ def queue_progress():
     )
 
 
-def wait_for(submit, *, what: str):
-    """Run ``submit(on_work)`` (which submits work to the instance and waits for it); Ctrl-C asks
-    whether to cancel the backfill or leave it for later, SIGTERM leaves it without asking. Either
-    way the runs this command's daemon child started are stopped and the daemon child too."""
+def _interrupt_choice(work, exc: BaseException, what: str, on_interrupt: OnInterrupt) -> bool:
+    """Whether to cancel: asked on Ctrl-C in a terminal (``ask``), else the option's choice
+    (``ask`` without a terminal, or on SIGTERM: leave). A second Ctrl-C, SIGTERM or end of input
+    while asking: leave."""
+    if on_interrupt != OnInterrupt.ask:
+        return on_interrupt == OnInterrupt.cancel
+    if not (isinstance(exc, KeyboardInterrupt) and sys.stdin.isatty()):
+        return False
+    ids = ", ".join(work.outcome.submitted + work.outcome.joined)
+    later = (
+        f"the runs in flight stop with this command and the next `sunrise {what}` redoes them"
+        if work.daemon is not None and work.daemon.ours
+        else "it goes on under the daemon that serves this instance"
+    )
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        return typer.confirm(f"\nCancel backfill(s) {ids}? (no: leave it; {later})", default=False)
+    except (typer.Abort, Terminated):
+        return False
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def wait_for(submit, *, what: str, on_interrupt: OnInterrupt = OnInterrupt.ask, progress=None):
+    """Run ``submit(on_work)`` (which submits work to the instance and, unless --no-wait, waits for
+    it). Ctrl-C or SIGTERM: the backfills are cancelled or left (``_interrupt_choice``); either way
+    the runs that this command's daemon child started are stopped, and the daemon child too (by the
+    caller's ``DaemonChild``), so nothing of this command is left running."""
+    from sunrise_assets.cli.console import console
+    from sunrise_assets.lib.queued_work import daemon_alive
+
     holder: dict = {}
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return submit(lambda work: holder.__setitem__("work", work))
     except (KeyboardInterrupt, Terminated) as exc:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one stop at a time
+        code = 130 if isinstance(exc, KeyboardInterrupt) else 143
+        # One stop at a time: the stop waits for the runs to end (bounded), a second Ctrl-C would
+        # leave them half-stopped.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if progress is not None:
+            progress.stop()  # the live display would draw over the question
         work = holder.get("work")
-        if work is None:
-            raise typer.Exit(130) from None
-        cancel = False
-        if isinstance(exc, KeyboardInterrupt) and sys.stdin.isatty():
-            cancel = typer.confirm(
-                f"\nCancel the {what}? (no: leave it for the next `sunrise {what}`, or for a running daemon)",
-                default=False,
-            )
-        from sunrise_assets.cli.console import console
-
-        console.print("stopping..." if cancel or (work.daemon and work.daemon.ours) else "leaving it running")
+        if work is None or not (work.outcome.submitted or work.outcome.joined):
+            console.print("interrupted: nothing was submitted")
+            raise typer.Exit(code) from None
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # the question may be left with Ctrl-C
+        cancel = _interrupt_choice(work, exc, what, on_interrupt)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        ours = work.daemon is not None and work.daemon.ours
+        if cancel or ours:
+            console.print("stopping the runs in flight...")
         work.stop(cancel=cancel)
-        ids = ", ".join(work.outcome.submitted + work.outcome.joined) or "none"
-        console.print(
-            f"{'cancelled' if cancel else 'left for later'}: backfill(s) {ids}; "
-            f"the next `sunrise {what}` finishes what is not done"
-        )
-        raise typer.Exit(130 if isinstance(exc, KeyboardInterrupt) else 143) from None
+        ids = ", ".join(work.outcome.submitted + work.outcome.joined)
+        if cancel:
+            console.print(f"cancelled: backfill(s) {ids}; the next `sunrise {what}` submits what is not done")
+        elif ours:
+            console.print(f"left for later: backfill(s) {ids}; the next `sunrise {what}` finishes what is not done")
+        elif daemon_alive(work.instance):
+            console.print(f"left running: backfill(s) {ids}, under the daemon that serves this instance")
+        else:
+            console.print(
+                f"left for later: backfill(s) {ids}; it starts with `sunrise ui`, `dagster-daemon run` or the next "
+                f"`sunrise {what}`"
+            )
+        raise typer.Exit(code) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -200,9 +260,11 @@ def print_submitted(submitted: list[str], joined: list[str], instance, what: str
         )
 
 
-def run_ingest(batch_size: int, *, in_process: bool = False, wait: bool = True):
+def run_ingest(
+    batch_size: int, *, in_process: bool = False, wait: bool = True, on_interrupt: OnInterrupt = OnInterrupt.ask
+):
 
-    from sunrise_assets.lib.ingest import NoRawFolder, ingest_queued
+    from sunrise_assets.lib.ingest import NoRawFolder, ingest_queued, require_raw_folder
     from sunrise_assets.lib.ingest import ingest as do_ingest
     from sunrise_assets.lib.queued_work import DaemonChild, open_instance
 
@@ -225,11 +287,19 @@ def run_ingest(batch_size: int, *, in_process: bool = False, wait: bool = True):
                         on_nights_done=lambda n: progress.advance(task, n),
                     )
             elif not wait:
-                report = ingest_queued(bucket, instance, wait=False)
+                report = wait_for(
+                    lambda on_work: ingest_queued(bucket, instance, wait=False, on_work=on_work),
+                    what="ingest",
+                    on_interrupt=on_interrupt,
+                )
                 print_submitted(report.submitted, report.joined, instance, "ingest")
                 return report
             else:
                 with DaemonChild(instance, settings.dagster_home() / "daemon.log") as daemon:
+                    # Started now, not when the nights are submitted: it and its code server load
+                    # (seconds) while this command pairs and registers the nights.
+                    require_raw_folder(bucket)
+                    daemon.ensure()
                     with queue_progress() as progress:
                         display = QueueDisplay(progress, "materializing nights")
                         report = wait_for(
@@ -242,6 +312,8 @@ def run_ingest(batch_size: int, *, in_process: bool = False, wait: bool = True):
                                 on_work=on_work,
                             ),
                             what="ingest",
+                            on_interrupt=on_interrupt,
+                            progress=progress,
                         )
     except NoRawFolder as exc:
         raise UserError(str(exc)) from exc
@@ -331,13 +403,15 @@ def ingest(
     ] = False,
     in_process: WorkOpt = False,
     no_wait: NoWaitOpt = False,
+    on_interrupt: OnInterruptOpt = OnInterrupt.ask,
 ) -> None:
     """Register every paired night of the bucket as a partition and materialize what is missing.
 
     The nights go to the Dagster instance as an asset backfill (its queue, limits, run launcher, run
     monitoring and retries apply); nights another command is already doing are joined, not redone.
     Without a running dagster-daemon, this command runs one as a child until it is done. It waits,
-    then prints the per-night report (exit 1 when a night failed); Ctrl-C asks whether to cancel.
+    then prints the per-night report (exit 1 when a night failed); Ctrl-C asks whether to cancel
+    (see --on-interrupt).
     """
     if workdir:
         settings.use_workdir(workdir)
@@ -345,7 +419,7 @@ def ingest(
         allow_demo_key()
     if bucket is not None:
         bucket_from_option(bucket)  # --bucket: sets SUNRISE_BUCKET, which run_ingest reads
-    report = run_ingest(batch_size, in_process=in_process, wait=not no_wait)
+    report = run_ingest(batch_size, in_process=in_process, wait=not no_wait, on_interrupt=on_interrupt)
     if not report.waited:
         return
     report_summary(report)
@@ -456,6 +530,7 @@ def refresh(
     ] = settings.NIGHTS_PER_RUN,
     in_process: WorkOpt = False,
     no_wait: NoWaitOpt = False,
+    on_interrupt: OnInterruptOpt = OnInterrupt.ask,
 ) -> None:
     """Re-materialize a layer and everything downstream of it (the full refresh after a logic change).
 
@@ -483,11 +558,16 @@ def refresh(
                         on_batch=lambda n: progress.advance(task, n),
                     )
             elif no_wait:
-                report = refresh_queued(instance, from_layer, nights, wait=False)
+                report = wait_for(
+                    lambda on_work: refresh_queued(instance, from_layer, nights, wait=False, on_work=on_work),
+                    what="refresh",
+                    on_interrupt=on_interrupt,
+                )
                 print_submitted(report.submitted, [], instance, "refresh")
                 return
             else:
                 with DaemonChild(instance, settings.dagster_home() / "daemon.log") as daemon:
+                    daemon.ensure()  # loading while the refresh is planned
                     with queue_progress() as progress:
                         display = QueueDisplay(progress, f"refreshing from {from_layer}")
                         display.plan(total)
@@ -501,6 +581,8 @@ def refresh(
                                 on_work=on_work,
                             ),
                             what="refresh",
+                            on_interrupt=on_interrupt,
+                            progress=progress,
                         )
         except ValueError as exc:
             raise UserError(str(exc)) from exc

@@ -124,11 +124,16 @@ def step_failures(result) -> list[str]:
     ]
 
 
+def require_raw_folder(bucket: BucketResource) -> None:
+    """NoRawFolder unless the bucket has something under raw/ (most likely the wrong directory)."""
+    if next(iter(bucket.list("raw/")), None) is None:
+        raise NoRawFolder(f"no raw/ folder (or an empty one) in the bucket {bucket.url}: nothing to ingest")
+
+
 def plan_ingest(bucket: BucketResource, instance: DagsterInstance) -> IngestPlan:
     """Pair the bucket's raw files, register the nights (partitions, raw data versions) and say
     which are to materialize: new ones, changed ones, and those never finished."""
-    if next(iter(bucket.list("raw/")), None) is None:
-        raise NoRawFolder(f"no raw/ folder (or an empty one) in the bucket {bucket.url}: nothing to ingest")
+    require_raw_folder(bucket)
     # Temp files of writes killed earlier (a crashed run, a killed CLI): never data, removed here.
     bucket.remove_leftovers()
     scan = scan_bucket(bucket)
@@ -162,7 +167,7 @@ def ingest_queued(
     if on_work:
         on_work(work)
     outcome = work.run(plan.todo, wait=wait, rounds=MAX_ROUNDS)
-    report.submitted, report.joined, report.waited = outcome.submitted, outcome.joined, wait
+    report.submitted, report.joined, report.waited = list(outcome.submitted), list(outcome.joined), wait
     if not wait:
         return report
     report.run_ids = list(outcome.run_ids)

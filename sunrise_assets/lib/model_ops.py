@@ -48,15 +48,18 @@ def fit_model(instance: DagsterInstance) -> FitReport:
     return FitReport(result.run_id, str(materialization.metadata["model_version"].value), None)
 
 
-def fit_model_queued(instance: DagsterInstance, daemon_log) -> FitReport:
+def fit_model_queued(instance: DagsterInstance, daemon=None, on_work=None) -> FitReport:
     """stage_model submitted to the instance (queue, limits, launcher, monitoring, retries) as a
-    backfill of its own, with a dagster-daemon child when none serves the instance; waited for."""
+    backfill of its own, served by ``daemon`` (the caller's DaemonChild) when none serves the
+    instance; waited for. ``on_work`` gets the QueuedWork first (an interrupt stops its run)."""
     from dagster import AssetRecordsFilter
 
-    from sunrise_assets.lib.queued_work import DaemonChild, QueuedWork
+    from sunrise_assets.lib.queued_work import QueuedWork
 
-    with DaemonChild(instance, daemon_log) as daemon:
-        run_id, error = QueuedWork(instance, [], [], trigger="fit-model", daemon=daemon).summary([STAGE_MODEL])
+    work = QueuedWork(instance, [], [], trigger="fit-model", daemon=daemon)
+    if on_work:
+        on_work(work)
+    run_id, error = work.summary([STAGE_MODEL])
     if error or run_id is None:
         return FitReport(run_id or "", None, error or "no run was made")
     record = instance.fetch_materializations(AssetRecordsFilter(asset_key=STAGE_MODEL), limit=1).records[0]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dagster import AssetKey, AssetObservation, DagsterInstance
 
+from sunrise_assets.dagster_internals.history_events import report_runless_observations
 from sunrise_assets.dagster_internals.names import DATA_VERSION_TAG
 from sunrise_assets.defs.partitions import nights_partitions
 from sunrise_assets.domain.raw_nights import Reconciliation
@@ -32,6 +33,5 @@ def register(reconciliation: Reconciliation, instance: DagsterInstance) -> list[
     added = [s.night for s in reconciliation.sources if s.night not in existing]
     if added:
         instance.add_dynamic_partitions(nights_partitions.name, added)
-    for observation in observations(reconciliation):
-        instance.report_runless_asset_event(observation)
+    report_runless_observations(instance, observations(reconciliation))
     return added
