@@ -4,12 +4,8 @@ dagster-postgres opens a new connection for every storage call outside the webse
 NullPool). Against PostgreSQL directly each one is a backend fork plus a SCRAM exchange; through
 PgBouncer it is a handshake with the pooler, which hands over one of its open server connections.
 
-Clients authenticate with MD5 over the loopback interface, PgBouncer to PostgreSQL with SCRAM (see
-start()). Session pooling (PgBouncer's default, its most polite mode): a client keeps its server connection
-until it disconnects, and the connection is cleaned with DISCARD ALL before the next client gets it.
-With NullPool a client *is* one storage call, so this pools as well as transaction pooling does,
-and session state Dagster sets (the webserver's ``SET statement_timeout`` on connect, the isolation
-level of its index transactions) never leaks into another process's queries.
+Its configuration is the production pooler's, deploy/pgbouncer.ini (why MD5 from clients on the
+loopback interface and SCRAM to PostgreSQL, why session pooling: see there), with local places.
 
 Like the cluster, PgBouncer refuses to run as root: it is then started with ``-u postgres``
 (or SUNRISE_PG_OS_USER). The binary comes from $PGBOUNCER, the PATH or /usr/sbin (Debian's
@@ -18,6 +14,7 @@ Like the cluster, PgBouncer refuses to run as root: it is then started with ``-u
 
 from __future__ import annotations
 
+import configparser
 import os
 import pwd
 import shutil
@@ -31,7 +28,8 @@ from typing import Any
 from tests.support.postgres import PostgresCluster, free_port
 from tests.support.watchdog import start_watchdog, stop_watchdog
 
-POOL_MODE = "session"
+# The production pooler's configuration (deploy/README.md); the tests run it with local places.
+DEPLOY_CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "pgbouncer.ini"
 
 
 class PgBouncerUnavailable(RuntimeError):
@@ -81,29 +79,11 @@ class PgBouncer:
         # against it with MD5 challenge-response. A SCRAM handshake costs the client ~2.5 ms of CPU
         # (PBKDF2, 4096 rounds) and PgBouncer as much again; Dagster's storages connect once per call,
         # so the pooler listens on the loopback interface only and the handshake that is paid per
-        # call is the cheap one (deploy/README.md: the same as the production sidecar).
+        # call is the cheap one (deploy/pgbouncer.ini, the production sidecar's configuration).
         userlist = self.base / "userlist.txt"
         userlist.write_text(f'"{self.cluster.user}" "{self.cluster.password}"\n')
         ini = self.base / "pgbouncer.ini"
-        ini.write_text(
-            "[databases]\n"
-            f"* = host={self.cluster.host} port={self.cluster.port}\n"
-            "[pgbouncer]\n"
-            f"listen_addr = {self.host}\n"
-            f"listen_port = {self.port}\n"
-            "unix_socket_dir =\n"
-            "auth_type = md5\n"
-            f"auth_file = {userlist}\n"
-            f"admin_users = {self.cluster.user}\n"
-            f"pool_mode = {POOL_MODE}\n"
-            f"default_pool_size = {self.pool_size}\n"
-            "max_client_conn = 500\n"
-            f"logfile = {self.base / 'pgbouncer.log'}\n"
-            f"pidfile = {self.base / 'pgbouncer.pid'}\n"
-            # One line per client connection would be most of its work.
-            "log_connections = 0\n"
-            "log_disconnections = 0\n"
-        )
+        self._write_config(ini, userlist)
         for path in (userlist, ini):
             path.chmod(0o600)
         self.base.chmod(0o700)
@@ -123,6 +103,31 @@ class PgBouncer:
         )
         self._wait_ready()
         return self
+
+    def _write_config(self, ini: Path, userlist: Path) -> None:
+        """deploy/pgbouncer.ini, the production pooler's configuration, with this machine's places:
+        every database of the cluster, a free port, files in the temp dir, the user as admin (for
+        SHOW), no TLS to the local cluster."""
+        config = configparser.ConfigParser(interpolation=None, comment_prefixes=(";", "#"))
+        config.read_string(DEPLOY_CONFIG.read_text())
+        config.remove_section("databases")
+        config.add_section("databases")
+        config.set("databases", "*", f"host={self.cluster.host} port={self.cluster.port}")
+        settings = config["pgbouncer"]
+        settings.update(
+            {
+                "listen_addr": self.host,
+                "listen_port": str(self.port),
+                "auth_file": str(userlist),
+                "admin_users": self.cluster.user,
+                "default_pool_size": str(self.pool_size),
+                "server_tls_sslmode": "disable",
+                "logfile": str(self.base / "pgbouncer.log"),
+                "pidfile": str(self.base / "pgbouncer.pid"),
+            }
+        )
+        with ini.open("w") as f:
+            config.write(f)
 
     def _wait_ready(self, timeout: float = 30.0) -> None:
         import psycopg2
