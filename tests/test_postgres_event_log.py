@@ -155,3 +155,14 @@ def test_other_threads_use_their_own_connections(storages):
         assert pool.submit(_rows, storage, kind).result() == _rows(storage, kind)
         pool.submit(storage.store_event_batch, _planned()).result()
     assert len(_rows(storage, DagsterEventType.ASSET_MATERIALIZATION_PLANNED)) == 2 * len(_planned())
+
+
+def test_a_table_found_once_is_not_looked_up_again(storages):
+    _, storage = storages
+    assert storage.has_table("dynamic_partitions")
+    with _Connections() as lookups:
+        for _ in range(5):
+            assert storage.has_table("dynamic_partitions")
+        assert storage.get_dynamic_partitions("nights") == []  # Dagster checks the table before reading
+    assert lookups.count == 1  # the read itself
+    assert not storage.has_table("no_such_table") and not storage.has_table("no_such_table")

@@ -13,7 +13,8 @@ This storage stores such a batch with Dagster's own per-event code on one connec
 transaction, so every row is exactly what Dagster writes without batching (per-night planned and
 failed-to-materialize events included); only the connection and the commit are shared. Batches of
 materializations alone keep Dagster's one-statement path. Single events go through Dagster's code
-unchanged. deploy/dagster.yaml selects it (event_log_storage); the connection settings are
+unchanged. It also remembers which tables exist: Dagster checks before many reads and writes, each
+check another connection. deploy/dagster.yaml selects it (event_log_storage); the connection settings are
 dagster-postgres's own (``postgres_db`` or ``postgres_url``).
 """
 
@@ -52,6 +53,7 @@ class BatchedPostgresEventLogStorage(PostgresEventLogStorage):
         # (the production image sets it too).
         os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", EVENT_BATCH_SIZE)
         self._batch = threading.local()  # .connection: the open connection while this thread stores a batch
+        self._tables_present: set[str] = set()
         super().__init__(postgres_url, should_autocreate_tables, inst_data=inst_data, token_provider=token_provider)
 
     @classmethod
@@ -79,6 +81,16 @@ class BatchedPostgresEventLogStorage(PostgresEventLogStorage):
                         self.store_event(event)
                 finally:
                     self._batch.connection = None
+
+    def has_table(self, table_name: str) -> bool:
+        """Dagster asks before every dynamic-partitions read, asset-tag write and check evaluation
+        (each time a connection and a catalog query); a table that exists stays."""
+        if table_name in self._tables_present:
+            return True
+        present = super().has_table(table_name)
+        if present:
+            self._tables_present.add(table_name)
+        return present
 
     def _shared_connection(self) -> Connection | None:
         return getattr(self._batch, "connection", None)  # unset in threads that never stored a batch
