@@ -266,7 +266,7 @@ def _role(pid: int, cmd: str) -> str:
         return "run (dagster job execute)"
     if "watch_orphans" in cmd:
         return "orphan watcher"
-    if "pgbouncer" in cmd:
+    if os.path.basename(cmd.split(" ", 1)[0]) == "pgbouncer":
         return "pgbouncer"
     return "pool worker" if "bench" in cmd else "other"
 

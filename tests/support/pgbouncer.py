@@ -244,6 +244,13 @@ class PooledPostgres:
     def create_database(self, name: str) -> str:
         return self.cluster.create_database(name)
 
+    def __getattr__(self, name: str) -> Any:
+        # Everything else (dsn, url, host, port, user...) is the cluster's, direct: code written for a
+        # PostgresCluster keeps working; only the Dagster instance's variables name the pooler.
+        if name in ("cluster", "bouncer"):
+            raise AttributeError(name)
+        return getattr(self.cluster, name)
+
     def dagster_env(self, db: str) -> dict[str, str]:
         if self.bouncer is None:
             raise RuntimeError("PooledPostgres is not started")
