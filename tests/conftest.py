@@ -93,6 +93,22 @@ def postgres():
 
 
 @pytest.fixture(scope="session")
+def pgbouncer(postgres):
+    """PgBouncer on a free port in front of the ``postgres`` cluster (tests.support.pgbouncer), as
+    deploy/ runs one in front of Cloud SQL; stopped at the end."""
+    from tests.support.pgbouncer import PgBouncer, PgBouncerUnavailable
+
+    try:
+        bouncer = PgBouncer(postgres).start()
+    except PgBouncerUnavailable as exc:
+        _unavailable(str(exc))
+    try:
+        yield bouncer
+    finally:
+        bouncer.stop()
+
+
+@pytest.fixture(scope="session")
 def fake_gcs():
     """fake-gcs-server on a free port, with STORAGE_EMULATOR_HOST pointing at it; stopped at the end."""
     from tests.support.fake_gcs import FakeGcsServer
@@ -110,7 +126,7 @@ def fake_gcs():
 # Quick tier: `uv run pytest -m "not slow"`, every test that starts no server process, in about
 # two minutes on 2 cores. The full suite (the README's test command, what CI runs) includes these.
 
-SERVER_FIXTURES = {"postgres", "fake_gcs"}
+SERVER_FIXTURES = {"postgres", "pgbouncer", "fake_gcs"}
 # Modules whose tests start servers themselves (dagster daemon or webserver, the Cloud Run fake,
 # Chromium, subprocess pipelines) or run many nights.
 SLOW_MODULES = {
@@ -128,6 +144,7 @@ SLOW_MODULES = {
     "test_postgres_equivalence",
     "test_postgres_export",
     "test_postgres_instance",
+    "test_pgbouncer",
     "test_postgres_warehouse",
     "test_sensor",
     "test_training",

@@ -24,7 +24,8 @@ def _yaml(path: str) -> dict:
 
 def test_cloud_run_instance_config_extends_the_postgres_one():
     cloudrun, postgres = _yaml("deploy/dagster.cloudrun.yaml"), _yaml("deploy/dagster.yaml")
-    assert cloudrun["storage"] == postgres["storage"]  # one PostgreSQL configuration, kept equal
+    for storage in ("run_storage", "event_log_storage", "schedule_storage"):  # one PostgreSQL configuration
+        assert cloudrun[storage] == postgres[storage], storage
     assert cloudrun["run_launcher"] == {
         "module": "resources.cloud_run.run_launcher",
         "class": "CloudRunRunLauncher",

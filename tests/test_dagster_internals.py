@@ -109,6 +109,27 @@ def test_sqlite_event_log_internals():
     assert issubclass(sqlite_event_log.BatchedSqliteEventLogStorage, SqliteEventLogStorage)
 
 
+def test_postgres_event_log_internals():
+    """BatchedPostgresEventLogStorage shares one connection by overriding dagster-postgres's _connect:
+    every connection its event log opens must come from there, and an index transaction must join a
+    connection that is already in one."""
+    from dagster_postgres import PostgresEventLogStorage
+
+    from sunrise_assets.dagster_internals import postgres_event_log
+
+    assert issubclass(postgres_event_log.BatchedPostgresEventLogStorage, PostgresEventLogStorage)
+    for method in ("run_connection", "index_connection"):
+        assert "return self._connect()" in inspect.getsource(getattr(PostgresEventLogStorage, method)), method
+    store_event = inspect.getsource(PostgresEventLogStorage.store_event)
+    assert "with self._connect() as conn" in store_event and "self.index_transaction()" in store_event
+    assert "conn.in_transaction()" in inspect.getsource(PostgresEventLogStorage.index_transaction)
+    assert "_engine" not in inspect.getsource(PostgresEventLogStorage.store_event)
+    assert postgres_event_log.EventLogEntry.__name__ == "EventLogEntry"
+    assert {"postgres_url", "should_autocreate_tables", "inst_data", "token_provider"} <= _params(
+        PostgresEventLogStorage.__init__
+    )
+
+
 def test_run_execution_internals():
     from sunrise_assets.dagster_internals import run_execution as rx
 

@@ -47,7 +47,8 @@ def test_production_instance_on_postgres(tmp_path, postgres, monkeypatch):
         monkeypatch.setenv(key, value)
     with DagsterInstance.from_config(str(home)) as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
-        assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
+        # dagster-postgres's, storing a batch on one connection (sunrise_assets/dagster_internals/postgres_event_log.py)
+        assert type(instance.event_log_storage).__name__ == "BatchedPostgresEventLogStorage"
         assert type(instance.schedule_storage).__name__ == "PostgresScheduleStorage"
         _materialize_and_read_back(instance)
     # A second process-like open of the same database sees the history: it lives in PostgreSQL.

@@ -269,6 +269,8 @@ def _role(pid: int, cmd: str) -> str:
         return "run (dagster job execute)"
     if "watch_orphans" in cmd:
         return "orphan watcher"
+    if os.path.basename(cmd.split(" ", 1)[0]) == "pgbouncer":
+        return "pgbouncer"
     return "pool worker" if "bench" in cmd else "other"
 
 
@@ -462,14 +464,17 @@ def make_run_dir(
 
 
 def start_postgres():
-    """A throwaway PostgreSQL cluster (the tests' helper: initdb + pg_ctl in a temp dir, fsync off)."""
+    """A throwaway PostgreSQL cluster (the tests' helper: initdb + pg_ctl in a temp dir, fsync off)
+    with a PgBouncer in front (tests/support/pgbouncer.py), as deploy/ runs Cloud SQL: the Dagster
+    instance goes through the pooler, the warehouse straight to the cluster."""
     if str(settings.REPO_ROOT) not in sys.path:
         sys.path.insert(0, str(settings.REPO_ROOT))
     try:
+        from tests.support.pgbouncer import PooledPostgres
         from tests.support.postgres import PostgresCluster
     except ImportError as exc:
         raise RuntimeError("--instance postgres needs the repository checkout (tests/support/postgres.py)") from exc
-    return PostgresCluster(user="sunrise_bench").start()
+    return PooledPostgres(PostgresCluster(user="sunrise_bench")).start()
 
 
 def _use(run: RunDir) -> None:
@@ -1237,7 +1242,7 @@ def run_bench(
     pg = start_postgres() if instance == "postgres" else None
     if pg is not None:
         result["instance"] = (
-            "postgres: deploy/dagster.yaml (dagster-postgres) and a PostgreSQL warehouse on a "
+            "postgres: deploy/dagster.yaml (dagster-postgres) through PgBouncer and a PostgreSQL warehouse on a "
             "throwaway local cluster (fsync off, as in the tests)"
         )
     try:

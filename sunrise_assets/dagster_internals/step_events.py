@@ -8,7 +8,8 @@
 - ``check_evaluations``: partitioned check evaluations that point at the night's materialization
   (``AssetCheckEvaluationTargetMaterializationData`` has no public export).
 - ``log_evaluations_as_one_batch``: ``context.log_event`` for many evaluations, marked as one event
-  batch so the embedded SQLite event log stores them in one transaction (no public call exists).
+  batch so the instance's event log (embedded SQLite, or the production PostgreSQL one) stores them in
+  one transaction (no public call exists).
 """
 
 from __future__ import annotations
@@ -63,13 +64,12 @@ def partitions_read_once(instance: DagsterInstance | None) -> Iterator[None]:
 def log_evaluations_as_one_batch(context: AssetExecutionContext, evaluations: list[AssetCheckEvaluation]) -> None:
     """What ``context.log_event(evaluation)`` does, with Dagster's batch marker on the events: the
     instance's event log then stores a step's evaluations in one transaction instead of ~15 ms each
-    (sunrise_assets/dagster_internals/sqlite_event_log.py; DAGSTER_EVENT_BATCH_SIZE). Dagster has no public call
-    for this."""
-    # Imported here: Dagster's SQL storage stack (sqlalchemy, alembic) costs ~1 s to import, and a
-    # code location that only defines assets must not pay it; a run using this storage has it loaded.
-    from sunrise_assets.dagster_internals.sqlite_event_log import BatchedSqliteEventLogStorage
-
-    if not isinstance(context.instance.event_log_storage, BatchedSqliteEventLogStorage):
+    (sunrise_assets/dagster_internals/sqlite_event_log.py, postgres_event_log.py; DAGSTER_EVENT_BATCH_SIZE).
+    Dagster has no public call for this."""
+    # The two storages that store such a batch whole (sqlite_event_log, postgres_event_log) say so; no
+    # import of either here: Dagster's SQL storage stack costs ~1 s to import, and a code location
+    # that only defines assets must not pay it.
+    if not getattr(context.instance.event_log_storage, "stores_batches_in_one_transaction", False):
         for evaluation in evaluations:  # other storages write batches of asset events only
             context.log_event(evaluation)
         return
