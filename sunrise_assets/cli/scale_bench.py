@@ -191,13 +191,15 @@ def measure(root: Path, built: dict[str, Any], *, webserver: bool = True) -> dic
         # --- 100 new nights
         start = built["nights_requested"]
         scale_history.write_raw_nights(root / "bucket", range(start, start + NEW_NIGHTS))
-        before = len(instance.get_dynamic_partitions(nights_partitions.name))
+        known = set(instance.get_dynamic_partitions(nights_partitions.name))
+        before = len(known)
         cursor, ticks = sweep(instance, cursor)
         after = len(instance.get_dynamic_partitions(nights_partitions.name))
         autos = []
         for _ in range(2):
             auto_cursor, wall, requested = automation(instance, auto_cursor)
             autos.append({"wall_s": wall, "requested": requested})
+        new_nights = [n for n in instance.get_dynamic_partitions(nights_partitions.name) if n not in known]
         out["new_nights"] = {
             "nights_added": after - before,
             "sensor_tick_s": max(t["wall_s"] for t in ticks),
@@ -206,6 +208,8 @@ def measure(root: Path, built: dict[str, Any], *, webserver: bool = True) -> dic
             "automation_s": autos[0]["wall_s"],
             "automation_requested": autos[0]["requested"],
         }
+        # --- the backfill daemon on a backfill of the 100 new nights (its runs queued, never launched)
+        out["backfill_100"] = measure_backfill(instance, new_nights, logger)
         # --- forget one night (last: it changes the instance)
         night = instance.get_dynamic_partitions(nights_partitions.name)[0]
         warehouse = WarehouseResource(url=settings.warehouse_url(), password=settings.warehouse_password())
@@ -221,6 +225,54 @@ def measure(root: Path, built: dict[str, Any], *, webserver: bool = True) -> dic
         )
     out["targets"] = targets(out)
     return out
+
+
+def measure_backfill(instance, nights: list[str], logger) -> dict[str, Any]:
+    """An asset backfill of ``nights`` over the per-night layers, submitted as the UI or `sunrise
+    ingest` submits it, then the backfill daemon's iterations timed in this process: the first
+    evaluates it and submits its runs (to the QueuedRunCoordinator: queued, not launched), the
+    second is a check of the backfill in progress, as the daemon makes every few seconds."""
+    from dagster import AssetSelection, RunsFilter
+
+    from sunrise_assets.dagster_internals.daemon import (
+        PartitionBackfill,
+        WorkspaceFileTarget,
+        WorkspaceProcessContext,
+        make_new_backfill_id,
+        run_backfill_iteration,
+    )
+    from sunrise_assets.dagster_internals.names import BACKFILL_ID_TAG
+    from sunrise_assets.defs.jobs import LAYERS
+
+    target = WorkspaceFileTarget([str(settings.REPO_ROOT / "workspace.yaml")])
+    with WorkspaceProcessContext(instance, target) as context:
+        graph = context.create_request_context().asset_graph
+        backfill_id = make_new_backfill_id()
+        instance.add_backfill(
+            PartitionBackfill.from_asset_partitions(
+                backfill_id=backfill_id,
+                asset_graph=graph,
+                partition_names=nights,
+                asset_selection=sorted(AssetSelection.groups(*LAYERS).resolve(graph)),
+                backfill_timestamp=time.time(),
+                tags={"sunrise/trigger": "bench-scale"},
+                dynamic_partitions_store=instance,
+                all_partitions=False,
+                title=f"sunrise bench-scale: {len(nights)} nights",
+                description=None,
+                run_config=None,
+            )
+        )
+        first_errors, first_s = _timed(run_backfill_iteration, context, logger)
+        submitted = instance.get_run_records(RunsFilter(tags={BACKFILL_ID_TAG: backfill_id}))
+        second_errors, second_s = _timed(run_backfill_iteration, context, logger)
+    return {
+        "nights": len(nights),
+        "first_iteration_s": first_s,
+        "runs_submitted": len(submitted),
+        "second_iteration_s": second_s,
+        "errors": [str(e.message).splitlines()[0] for e in first_errors + second_errors],
+    }
 
 
 class _Planned(Exception):
@@ -351,6 +403,7 @@ def print_table(result: dict[str, Any], console) -> None:
         ("ingest (nothing) s", lambda r: str(r["nothing_new"]["ingest_nothing_to_do_s"])),
         ("+100: sweep s", lambda r: str(r["new_nights"]["sensor_sweep"]["wall_s"])),
         ("+100: automation s", lambda r: str(r["new_nights"]["automation_s"])),
+        ("+100: backfill eval s", lambda r: str(r.get("backfill_100", {}).get("first_iteration_s", "-"))),
         ("forget s", lambda r: str(r["forget_one_night"]["wall_s"])),
         ("graph s", lambda r: str(r.get("ui", {}).get("asset_graph_s", "-"))),
         ("partitions tab s", lambda r: str(r.get("ui", {}).get("partitions_tab_s", "-"))),
