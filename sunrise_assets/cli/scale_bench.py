@@ -297,7 +297,9 @@ def plan_ingest(bucket, instance) -> tuple[float, int]:
     raise RuntimeError("ingest returned without planning")
 
 
-def measure_graphql(root: Path, built: dict[str, Any], instance, repeats: int = 3) -> dict[str, Any]:
+def measure_graphql(
+    root: Path, built: dict[str, Any], instance, repeats: int = 3, *, browser: bool = True
+) -> dict[str, Any]:
     """The queries behind the asset graph, the Partitions tab of night_scores and one night's page,
     against a dagster-webserver on this instance (median of ``repeats`` after one warm-up)."""
     if str(settings.REPO_ROOT) not in sys.path:
@@ -326,9 +328,47 @@ def measure_graphql(root: Path, built: dict[str, Any], instance, repeats: int = 
                 statuses = data["assetNodeOrError"]["assetPartitionStatuses"]
                 figures["partitions_tab_materialized"] = len(statuses["materializedPartitions"])
                 figures["partitions_tab_failed"] = len(statuses["failedPartitions"])
+        if browser:
+            figures["browser"] = browser_partitions_tab(server.url, figures["partitions_tab_materialized"])
     finally:
         server.stop()
     return figures
+
+
+def browser_partitions_tab(url: str, materialized: int, repeats: int = 2) -> dict[str, Any]:
+    """night_scores' Partitions tab loaded in Chromium (Debian's, driven by Playwright as the
+    browser tests drive it): from navigation to the tab showing its materialized count
+    ("Materialized (N)", drawn once the statuses of every night are in), first load and median of
+    ``repeats`` reloads. A machine without Playwright or Chromium gets the reason instead."""
+    if str(settings.REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(settings.REPO_ROOT))
+    try:
+        from playwright.sync_api import sync_playwright
+
+        from tests.support.browser import CHROMIUM, dismiss_community_dialog, launch_chromium
+    except ImportError as missing:
+        return {"skipped": f"playwright not installed ({missing.name}): uv sync with the dev group"}
+    if not CHROMIUM.exists():
+        return {"skipped": f"{CHROMIUM} not found (apt-get install chromium)"}
+    times = []
+    with sync_playwright() as playwright:
+        chromium = launch_chromium(playwright)
+        try:
+            page = chromium.new_context(viewport={"width": 1600, "height": 1000}).new_page()
+            page.set_default_timeout(300_000)
+            page.goto(f"{url}/asset-groups")
+            dismiss_community_dialog(page)
+            for _ in range(repeats + 1):
+                began = time.perf_counter()
+                page.goto(f"{url}/assets/night_scores?view=partitions")
+                page.get_by_text(f"Materialized ({materialized:,})").or_(
+                    page.get_by_text(f"Materialized ({materialized})")
+                ).first.wait_for(state="visible")
+                times.append(round(time.perf_counter() - began, 3))
+                page.goto("about:blank")
+        finally:
+            chromium.close()
+    return {"partitions_tab_load_s": statistics.median(times[1:]), "partitions_tab_first_load_s": times[0]}
 
 
 def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -408,6 +448,10 @@ def print_table(result: dict[str, Any], console) -> None:
         ("graph s", lambda r: str(r.get("ui", {}).get("asset_graph_s", "-"))),
         ("partitions tab s", lambda r: str(r.get("ui", {}).get("partitions_tab_s", "-"))),
         ("partition page s", lambda r: str(r.get("ui", {}).get("partition_page_s", "-"))),
+        (
+            "Chromium tab s",
+            lambda r: str(r.get("ui", {}).get("browser", {}).get("partitions_tab_load_s", "-")),
+        ),
     ]
     for name, _ in cols:
         table.add_column(name, justify="right")
