@@ -175,6 +175,7 @@ def measure(root: Path, built: dict[str, Any], *, webserver: bool = True) -> dic
             auto_cursor, wall, requested = automation(instance, auto_cursor)
             autos.append({"wall_s": wall, "requested": requested})
         ingest_s, to_do = plan_ingest(bucket, instance)
+        summary = measure_validation_summary(root, bucket, instance)
         out["nothing_new"] = {
             "sensor_tick_s": max(t["wall_s"] for t in second_sweep),
             "sensor_sweep": {"ticks": len(second_sweep), "wall_s": round(sum(t["wall_s"] for t in second_sweep), 3)},
@@ -185,6 +186,7 @@ def measure(root: Path, built: dict[str, Any], *, webserver: bool = True) -> dic
             "ingest_nothing_to_do_s": ingest_s,
             # nights ingest would run: the nights that failed and were never re-run (it retries them)
             "ingest_nights_to_run": to_do,
+            **summary,
         }
         if webserver:
             out["ui"] = measure_graphql(root, built, instance)
@@ -225,6 +227,29 @@ def measure(root: Path, built: dict[str, Any], *, webserver: bool = True) -> dic
         )
     out["targets"] = targets(out)
     return out
+
+
+def measure_validation_summary(root: Path, bucket, instance) -> dict[str, Any]:
+    """The cross-night validation summary over every registered night, as its asset computes it
+    (registered nights from the instance, one listing of gold/, two documents read per night),
+    without writing it. The nights' gold documents are written first if the bucket has none."""
+    from sunrise_assets.defs.partitions import nights_partitions
+    from sunrise_assets.defs.validation_summary import summarise
+    from sunrise_assets.lib import scale_history
+
+    gold_s = None
+    if not (root / "bucket" / "gold").exists():
+        _, gold_s = _timed(
+            scale_history.write_gold_documents,
+            root / "bucket",
+            instance.get_dynamic_partitions(nights_partitions.name),
+        )
+    document, wall = _timed(lambda: summarise(bucket, instance.get_dynamic_partitions(nights_partitions.name)))
+    return {
+        "validation_summary_s": wall,
+        "validation_summary_nights": document["nights"]["used"],
+        "gold_documents_build_s": gold_s,
+    }
 
 
 def measure_backfill(instance, nights: list[str], logger) -> dict[str, Any]:
@@ -441,6 +466,7 @@ def print_table(result: dict[str, Any], console) -> None:
         ("sweep s", lambda r: str(r["nothing_new"]["sensor_sweep"]["wall_s"])),
         ("automation s", lambda r: str(r["nothing_new"]["automation_s"])),
         ("ingest (nothing) s", lambda r: str(r["nothing_new"]["ingest_nothing_to_do_s"])),
+        ("validation summary s", lambda r: str(r["nothing_new"].get("validation_summary_s", "-"))),
         ("+100: sweep s", lambda r: str(r["new_nights"]["sensor_sweep"]["wall_s"])),
         ("+100: automation s", lambda r: str(r["new_nights"]["automation_s"])),
         ("+100: backfill eval s", lambda r: str(r.get("backfill_100", {}).get("first_iteration_s", "-"))),

@@ -101,6 +101,46 @@ def index_raw_nights(bucket_root: Path, pseudonymizer: Pseudonymizer) -> Reconci
     return reconcile(scan_bucket(store), store, pseudonymizer)
 
 
+def write_gold_documents(bucket_root: Path, nights: Iterable[str]) -> int:
+    """Each night's two gold documents the cross-night validation summary reads (clinical scores of
+    both sides, epoch agreement with its confusion matrix), with values drawn from the night's key:
+    the summary at scale reads N nights' documents as it would in production."""
+    from sunalgo.labels import STAGES
+    from sunrise_assets.domain import layout
+    from sunrise_assets.domain.layer_files import write_json
+
+    store = LocalStore(bucket_root)
+    count = 0
+    for night in nights:
+        u = _share(night, "gold")
+        psg = {
+            "total_sleep_time_min": 380.0 + 60 * u,
+            "sleep_efficiency_pct": 80.0 + 10 * u,
+            "sleep_onset_latency_min": 15.0 + 10 * u,
+            "waso_min": 40.0 + 20 * u,
+            "ahi": 5.0 + 20 * u,
+        }
+        sunalgo = {score: value * (0.95 + 0.1 * _share(night, score)) for score, value in psg.items()}
+        write_json(store, layout.gold_scores(night), {"psg": psg, "sunalgo": sunalgo, "sunalgo_version": "scale"})
+        n = len(STAGES)
+        confusion = [[100 if i == j else int(10 * u) for j in range(n)] for i in range(n)]
+        write_json(
+            store,
+            layout.gold_agreement(night),
+            {
+                "confusion_matrix": confusion,
+                "accuracy": 0.7 + 0.2 * u,
+                "kappa_5class": 0.5 + 0.2 * u,
+                "kappa_4class": 0.55 + 0.2 * u,
+                "kappa_sleep_wake": 0.6 + 0.2 * u,
+                "sleep_sensitivity": 0.9,
+                "wake_specificity": 0.6,
+            },
+        )
+        count += 2
+    return count
+
+
 @dataclass(frozen=True)
 class PipelineAsset:
     key: AssetKey
