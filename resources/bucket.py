@@ -32,7 +32,7 @@ import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -149,6 +149,13 @@ def _md5_hex(b64: str | None) -> str | None:
     return base64.b64decode(b64).hex() if b64 else None
 
 
+@lru_cache(maxsize=256)
+def _resolved_root(url: str, cwd: str) -> Path:
+    """A local bucket's directory, resolved once per URL and working directory: resolving it at every
+    object (an lstat per path component) was half of `sunrise ingest`'s plan over a local archive."""
+    return Path(url).expanduser().resolve()
+
+
 class BucketResource(ConfigurableResource):
     """A bucket of objects addressed by relative paths; a local directory or ``gs://bucket/prefix``."""
 
@@ -187,7 +194,7 @@ class BucketResource(ConfigurableResource):
         """The local directory of the bucket (local backend only)."""
         if self.is_gcs:
             raise ValueError(f"{self.url} is a GCS bucket: it has no local root directory")
-        return Path(self.url).expanduser().resolve()
+        return _resolved_root(self.url, os.getcwd())
 
     def _local(self, path: str) -> Path:
         return self.root / _check_relative(path)
@@ -244,21 +251,20 @@ class BucketResource(ConfigurableResource):
         if self.is_gcs:
             yield from self._gcs_list(prefix, start_after)
             return
-        base = self.root / prefix.strip("/") if prefix.strip("/") else self.root
+        root = self.root
+        base = root / prefix.strip("/") if prefix.strip("/") else root
         if not base.exists():
             return
         paths = []
         for dirpath, _dirnames, filenames in os.walk(base):
             paths += [
-                (Path(dirpath) / n).relative_to(self.root).as_posix()
-                for n in filenames
-                if not n.startswith(TEMP_PREFIX)
+                (Path(dirpath) / n).relative_to(root).as_posix() for n in filenames if not n.startswith(TEMP_PREFIX)
             ]
         for rel in sorted(paths):
             if rel <= start_after:
                 continue
             try:
-                st = (self.root / rel).stat()
+                st = (root / rel).stat()
             except FileNotFoundError:  # deleted while listing
                 continue
             yield ObjectInfo(

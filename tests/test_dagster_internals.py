@@ -169,6 +169,12 @@ def test_daemon_internals():
         daemon.AutomationTickEvaluationContext.__init__
     )
     assert daemon.WorkspaceProcessContext is not None and daemon.WorkspaceFileTarget is not None
+    # run_backfill_iteration: the daemon's iteration takes (context, logger) and yields errors or None
+    assert inspect.isgeneratorfunction(daemon.execute_backfill_iteration)
+    assert list(inspect.signature(daemon.execute_backfill_iteration).parameters)[:2] == [
+        "workspace_process_context",
+        "logger",
+    ]
 
 
 def test_queued_work_internals():
@@ -400,3 +406,58 @@ def test_history_events_are_what_dagster_reads_back(tmp_path):
         assert record.asset_materialization.tags[CODE_VERSION_TAG] == "7"
         observation = instance.fetch_observations(dagster.AssetKey("raw_night"), limit=1).records[0]
         assert observation.partition_key == "b" and observation.run_id == ""
+
+
+def test_history_bulk_store_is_what_dagster_stores_event_by_event(tmp_path):
+    """store_history_batch (the bulk path of `sunrise bench-scale`'s history) leaves an instance that
+    Dagster reads exactly like one where every event went through its own store_event."""
+    from sunrise_assets.dagster_internals import history_events
+
+    def run_events(run_id: str, t0: float) -> list:
+        events = []
+        for asset in ("bronze_psg", "night_scores"):
+            key = dagster.AssetKey(asset)
+            events += [history_events.planned_entry(run_id, "job", asset, key, p, t0) for p in ("a", "b", "c")]
+            events += [
+                history_events.materialization_entry(
+                    run_id, "job", asset, key, p, t0 + 1, code_version="1", data_version=f"{p}{t0}", metadata={"n": 1}
+                )
+                for p in ("a", "b")  # "c" planned, never materialized (a failed night)
+            ]
+        return events
+
+    def read(instance) -> dict:
+        key = dagster.AssetKey("night_scores")
+        records = instance.fetch_materializations(key, limit=100).records
+        (entry,) = [r.asset_entry for r in instance.get_asset_records([key])]
+        return {
+            "materialized": instance.get_materialized_partitions(key),
+            "materializations": [(r.run_id, r.partition_key, r.asset_materialization.tags) for r in records],
+            "planned": [instance.get_latest_planned_materialization_info(key, p).run_id for p in ("a", "b", "c")],
+            "last": (entry.last_run_id, entry.last_materialization_record.partition_key),
+            "run_logs": {run: len(instance.all_logs(run)) for run in ("r1", "r2")},
+            "ids": [r.storage_id for r in records],
+        }
+
+    seen = []
+    for bulk in (False, True):
+        (tmp_path / str(bulk)).mkdir()
+        with dagster.DagsterInstance.local_temp(str(tmp_path / str(bulk))) as instance:
+            stored_ids = []
+            for run_id, t0 in (("r1", 10.0), ("r2", 20.0)):
+                instance.add_run(dagster.DagsterRun(job_name="job", run_id=run_id))
+                if bulk:
+                    stored_ids += history_events.store_history_batch(instance.event_log_storage, run_events(run_id, t0))
+                else:
+                    for event in run_events(run_id, t0):
+                        instance.event_log_storage.store_event(event)
+            seen.append(read(instance))
+            if bulk:
+                assert len(stored_ids) == 20 and set(seen[-1]["ids"]) <= set(stored_ids)
+                with pytest.raises(ValueError, match="one run"):
+                    history_events.store_history_batch(
+                        instance.event_log_storage, run_events("r1", 1.0) + run_events("r2", 2.0)
+                    )
+    assert seen[0] == seen[1]
+    assert seen[1]["materialized"] == {"a", "b"} and seen[1]["last"] == ("r2", "b")
+    assert seen[1]["planned"] == ["r2"] * 3 and seen[1]["run_logs"] == {"r1": 10, "r2": 10}

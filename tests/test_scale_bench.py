@@ -33,8 +33,15 @@ def test_scale_harness_at_a_few_hundred_nights(tmp_path):
         assert nothing[figure] > 0
     assert nothing["automation_requested"] == 0  # nothing new: automation requests nothing
     assert nothing["ingest_nights_to_run"] == build["still_failed"]  # ingest retries only the failed nights
+    # the cross-night summary read both gold documents of every registered night
+    assert nothing["validation_summary_nights"] == NIGHTS and nothing["validation_summary_s"] > 0
+    # two per night, but the forgotten night's (forget deletes its layer files)
+    assert len(list((tmp_path / f"sqlite-{NIGHTS}" / "bucket" / "gold").rglob("*.json"))) == 2 * (NIGHTS - 1)
     new = run["new_nights"]
     assert new["nights_added"] == 100 and new["runs_requested"] >= 1
+    backfill = run["backfill_100"]  # the backfill daemon's first iteration submits the 100 nights' run
+    assert backfill["nights"] == 100 and backfill["runs_submitted"] == 1 and backfill["errors"] == []
+    assert backfill["first_iteration_s"] > 0 and backfill["second_iteration_s"] > 0
     forget = run["forget_one_night"]
     assert forget["partition_removed"] and forget["wall_s"] > 0
     assert {t["target"] for t in run["targets"]} >= {"sensor tick, nothing new", "sunrise ingest, nothing to do"}

@@ -1,6 +1,7 @@
 """What the platform needs to drive Dagster's daemon the way the UI does: an asset backfill
 submitted to the instance, read back and cancelled, a workspace context, and one automation tick
-evaluated in-process (`sunrise bench` times it). Dagster 1.13 has no public Python call for any of
+evaluated in-process (`sunrise bench` times it), and one iteration of the backfill daemon
+(`sunrise bench-scale` times it). Dagster 1.13 has no public Python call for any of
 these (the UI goes through GraphQL)."""
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dagster._core.storage.tags import WILL_RETRY_TAG
 from dagster._core.utils import make_new_backfill_id
 from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._core.workspace.load_target import WorkspaceFileTarget
+from dagster._daemon.backfill import execute_backfill_iteration
 
 __all__ = [
     "WILL_RETRY_TAG",
@@ -27,6 +29,8 @@ __all__ = [
     "WorkspaceProcessContext",
     "backfill_partitions",
     "evaluate_automation_tick",
+    "execute_backfill_iteration",
+    "run_backfill_iteration",
     "make_new_backfill_id",
 ]
 
@@ -64,3 +68,10 @@ def evaluate_automation_tick(instance, asset_graph, asset_selection, cursor: Ass
         emit_backfills=False,
     ).evaluate()
     return requests, deserialize_value(serialize_value(new_cursor), AssetDaemonCursor), evaluations
+
+
+def run_backfill_iteration(workspace_process_context, logger) -> list:
+    """One iteration of the backfill daemon over the instance's backfills, in this process (as
+    ``dagster-daemon``'s loop runs it, without threads): the requested backfills are evaluated and
+    their runs submitted to the run coordinator. Returns the errors the iteration yielded."""
+    return [error for error in execute_backfill_iteration(workspace_process_context, logger) if error is not None]

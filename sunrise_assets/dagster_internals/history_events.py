@@ -2,7 +2,12 @@
 synthetic history (sunrise_assets/lib/scale_history.py): a materialization-planned event and a step
 materialization per night and asset. Dagster 1.13 exports ``DagsterEvent`` and ``EventLogEntry`` but
 not the data classes inside these two events, nor the code-version tag (only ``DATA_VERSION_TAG``'s
-value is documented)."""
+value is documented).
+
+``store_history_batch`` writes a run's history in bulk: the public ``store_event_batch`` stores each
+event with Dagster's per-event code (SQLite: ~2 ms an event, a 50,000-night history in ~50 min;
+PostgreSQL: one new connection per planned event). It writes the same rows through the storage's
+own row builder, table and asset-key update, a few statements per batch."""
 
 from __future__ import annotations
 
@@ -17,6 +22,8 @@ from dagster._core.events import (
     StepMaterializationData,
 )
 from dagster._core.instance.utils import RUNLESS_JOB_NAME, RUNLESS_RUN_ID
+from dagster._core.storage.event_log import SqlEventLogStorage, SqliteEventLogStorage
+from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
 
 __all__ = [
     "CODE_VERSION_TAG",
@@ -25,6 +32,7 @@ __all__ = [
     "planned_entry",
     "report_runless_observations",
     "runless_observation_entry",
+    "store_history_batch",
 ]
 
 
@@ -117,3 +125,40 @@ def report_runless_observations(instance, observations: Sequence[AssetObservatio
         instance.handle_new_event(
             entry, batch_metadata=DagsterEventBatchMetadata(batch_id, is_end=i == len(observations) - 1)
         )
+
+
+def store_history_batch(storage: SqlEventLogStorage, events: Sequence[EventLogEntry]) -> list[int]:
+    """Store one run's asset events (planned, materializations, observations) in bulk; returns their
+    storage ids in order. The rows are what ``store_event`` writes, one after the other:
+
+    - the event row (``_event_to_row``): on SQLite in the run's own database and mirrored in the
+      index database (whose id is the storage id), elsewhere once;
+    - the indexed tags of each event (``_store_asset_event_tags``, already a batch in Dagster);
+    - the asset's row in the asset-key table: ``store_event`` updates it at every event, each event
+      type setting its own columns, so applying, per asset, the last event of each type in their
+      order leaves it as the whole sequence does (``_store_asset_event``, Dagster's own code).
+
+    Each database is written in one transaction, with one multi-row statement (SQLAlchemy splits it
+    under SQLite's variable limit). No run-status or asset-check event: those keep Dagster's path."""
+    if not events:
+        return []
+    run_ids = {event.run_id for event in events}
+    if len(run_ids) != 1:
+        raise ValueError(f"one run's events per batch, not {len(run_ids)} runs'")
+    if any(not (event.is_dagster_event and event.get_dagster_event().asset_key) for event in events):
+        raise ValueError("only asset events (with an asset key) are stored in bulk")
+    rows = [storage._event_to_row(event) for event in events]  # the row Dagster writes (private: no public row builder)
+    if isinstance(storage, SqliteEventLogStorage):
+        with storage.run_connection(run_ids.pop()) as conn:
+            conn.execute(SqlEventLogStorageTable.insert(), rows)
+    insert = SqlEventLogStorageTable.insert().returning(SqlEventLogStorageTable.c.id, sort_by_parameter_order=True)
+    with storage.index_transaction() as conn:
+        ids = [int(row[0]) for row in conn.execute(insert, rows)]
+        storage._store_asset_event_tags(conn, events, ids)
+        last: dict[tuple[AssetKey, DagsterEventType], int] = {}
+        for i, event in enumerate(events):
+            dagster_event = event.get_dagster_event()
+            last[(dagster_event.asset_key, dagster_event.event_type)] = i
+        for i in sorted(last.values()):
+            storage._store_asset_event(conn, events[i], ids[i])
+    return ids

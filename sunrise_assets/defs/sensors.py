@@ -101,7 +101,8 @@ def run_requests(
     asset_selection: list[AssetKey] | None = None,
 ) -> list[RunRequest]:
     versions = {s.night: s.content_version for s in reconciliation.sources}
-    order = list(ordered_partitions) + [n for n in reconciliation.new if n not in set(ordered_partitions)]
+    known = set(ordered_partitions)  # once: a set per night made a tick quadratic in the archive's nights
+    order = list(ordered_partitions) + [n for n in reconciliation.new if n not in known]
     requests = []
     for batch in contiguous_batches(order, set(reconciliation.to_run), batch_size):
         digest = hashlib.sha256("\n".join(f"{n}:{versions[n]}" for n in batch).encode()).hexdigest()[:20]
@@ -132,7 +133,9 @@ def evaluate(
     scan = scan_patients(bucket, plan.touched)
     reconciliation = reconcile(scan, bucket, Pseudonymizer(load_key()))
     existing = context.instance.get_dynamic_partitions(nights_partitions.name)
-    added = [s.night for s in reconciliation.sources if s.night not in set(existing)]
+    # One set of the registered nights (a set per source night was a ~70-110 s tick at 50,000 nights).
+    registered = set(existing)
+    added = [s.night for s in reconciliation.sources if s.night not in registered]
     requests = run_requests(reconciliation, existing, NIGHTS_PER_RUN, layer_asset_keys(context))
     context.log.info(
         f"{len(plan.touched)} patient folder(s) changed: {len(reconciliation.new)} new night(s), "
