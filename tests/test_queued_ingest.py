@@ -151,6 +151,9 @@ def test_nights_are_computed_in_run_processes_not_in_the_command(tmp_path):
                 assert run.tags.get("dagster/backfill") and run.tags.get("sunrise/trigger") == "ingest"
         per_night = Counter(r.partition_key for r in _materializations(instance, FINALS[0]))
         assert per_night == dict.fromkeys(keys, 1)
+        # Marked finished by the command's daemon child before it stopped (the UI's Backfills page).
+        statuses = {b.title: b.status.value for b in instance.get_backfills()}
+        assert len(statuses) == 2 and set(statuses.values()) == {"COMPLETED_SUCCESS"}, statuses
 
     # Nothing new: nothing submitted, exit 0, the same table.
     log2 = tmp_path / "again.log"

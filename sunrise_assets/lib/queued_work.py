@@ -542,6 +542,14 @@ class QueuedWork:
             if runs_over and (made or all(s not in IN_FLIGHT for s in statuses)):
                 break
             time.sleep(self.poll_s)
+        if self.daemon is not None and self.daemon.ours:
+            # Our daemon child stops when the command returns: let it mark the backfill finished
+            # first (its next iteration, ~0.5 s), or the UI would list it as requested until the
+            # next command's daemon comes by. (Bounded by its full iteration's period, 10 s.)
+            deadline = time.time() + 12.0
+            while time.time() < deadline and any(self.instance.get_backfill(b).status in IN_FLIGHT for b in ids):
+                self.daemon.ensure()
+                time.sleep(self.poll_s / 2)
         self.watching = []
         run_id = records[-1].dagster_run.run_id if records else None
         self.outcome.run_ids.extend(r.dagster_run.run_id for r in records)
