@@ -140,9 +140,11 @@ def test_nights_flow_by_themselves(tmp_path):
     night_a, night_b = generation.nights
     platform = Platform(tmp_path / "platform")
     os.environ["DAGSTER_HOME"] = str(platform.home)
+    # The instance's SQLite storages are created (and stamped by alembic) here, before the daemon
+    # opens them: two processes creating them at once can fail one of them (seen in CI under load).
+    instance = DagsterInstance.get()
     platform.start()
     try:
-        instance = DagsterInstance.get()
         # 1. A night lands: it reaches the warehouse with no other action.
         landed = time.monotonic()
         _drop(staging, platform.bucket, night_a)
