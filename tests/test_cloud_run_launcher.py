@@ -389,10 +389,13 @@ def test_sunrise_ingest_submits_to_cloud_run_and_computes_nothing_itself(platfor
     runs = [r for r in instance.get_runs() if r.tags.get("dagster/backfill")]
     executions = {r.tags.get(EXECUTION_TAG) for r in runs}
     assert runs and None not in executions, [r.tags for r in runs]
-    records = [
-        platform.fake.executions[f"projects/{PROJECT}/locations/{REGION}/jobs/{JOB}/executions/{e}"] for e in executions
-    ]
-    assert all(rec.state == "SUCCEEDED" and rec.argv[-3:-1] == ["api", "execute_run"] for rec in records)
+    names = [f"projects/{PROJECT}/locations/{REGION}/jobs/{JOB}/executions/{e}" for e in executions]
+    assert all(platform.fake.executions[name].argv[-3:-1] == ["api", "execute_run"] for name in names)
+    # The command returns once Dagster has the runs' success; an execution ends when its container
+    # process has exited, a moment later.
+    assert platform.fake.wait_for(
+        lambda: all(platform.fake.executions[name].state == "SUCCEEDED" for name in names), 30
+    ), [platform.fake.executions[name].state for name in names]
     for key in ("bronze_recording", "training_epochs", "night_scores", "validation_summary"):
         found = instance.fetch_materializations(AssetRecordsFilter(asset_key=AssetKey(key)), limit=100).records
         pids = {r.event_log_entry.dagster_event.pid for r in found}
