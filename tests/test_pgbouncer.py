@@ -8,7 +8,6 @@ from __future__ import annotations
 import shutil
 
 import psycopg2
-import sqlalchemy
 from dagster import (
     AssetKey,
     BackfillPolicy,
@@ -22,6 +21,7 @@ from sqlalchemy.engine import make_url
 
 from sunrise_assets.dagster_internals.names import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from sunrise_assets.settings import REPO_ROOT
+from tests.support.sql_connections import NewConnections
 
 NIGHTS = [f"sub-{i:08x}_ses-202403{i + 1:02d}" for i in range(15)]
 pgb_nights = DynamicPartitionsDefinition(name="pgb_nights")
@@ -30,21 +30,6 @@ pgb_nights = DynamicPartitionsDefinition(name="pgb_nights")
 @asset(partitions_def=pgb_nights, backfill_policy=BackfillPolicy.single_run())
 def night_rows(context) -> MaterializeResult:
     return MaterializeResult(metadata={"nights": len(context.partition_keys)})
-
-
-class _Connections:
-    """New DBAPI connections made by any SQLAlchemy pool in this process (public pool events)."""
-
-    def __enter__(self):
-        self.count = 0
-        sqlalchemy.event.listen(sqlalchemy.pool.Pool, "connect", self._on_connect)
-        return self
-
-    def _on_connect(self, *args) -> None:
-        self.count += 1
-
-    def __exit__(self, *exc) -> None:
-        sqlalchemy.event.remove(sqlalchemy.pool.Pool, "connect", self._on_connect)
 
 
 def _stats(pgbouncer, db: str) -> dict:
@@ -61,7 +46,7 @@ def test_a_run_on_the_production_instance_goes_through_pgbouncer(tmp_path, postg
         monkeypatch.setenv(key, value)
     assert int(pgbouncer.dagster_env(db)["DAGSTER_PG_PORT"]) != postgres.port
 
-    with _Connections() as connections, DagsterInstance.from_config(str(home)) as instance:
+    with NewConnections() as connections, DagsterInstance.from_config(str(home)) as instance:
         for storage in (instance.run_storage, instance.event_log_storage, instance.schedule_storage):
             url = make_url(storage.postgres_url)
             assert (url.host, url.port, url.database) == (pgbouncer.host, pgbouncer.port, db)

@@ -7,13 +7,13 @@ from __future__ import annotations
 import time
 
 import pytest
-import sqlalchemy
 from dagster import AssetKey, AssetMaterialization, DagsterEventType, EventRecordsFilter
 from dagster._core.events import AssetMaterializationPlannedData, DagsterEvent, StepMaterializationData
 from dagster._core.events.log import EventLogEntry
 from dagster_postgres import PostgresEventLogStorage
 
 from sunrise_assets.dagster_internals.postgres_event_log import BatchedPostgresEventLogStorage
+from tests.support.sql_connections import NewConnections
 
 RUN_ID = "7c1d2e3f-4a5b-4c6d-8e9f-0a1b2c3d4e5f"
 NIGHTS = [f"sub-{i:08x}_ses-202001{i + 1:02d}" for i in range(12)]
@@ -57,21 +57,6 @@ def _rows(storage, event_type: DagsterEventType) -> list[tuple[str, str]]:
     return rows
 
 
-class _Connections:
-    """Counts new DBAPI connections made by any SQLAlchemy pool in this process (public pool events)."""
-
-    def __enter__(self):
-        self.count = 0
-        sqlalchemy.event.listen(sqlalchemy.pool.Pool, "connect", self._on_connect)
-        return self
-
-    def _on_connect(self, *args) -> None:
-        self.count += 1
-
-    def __exit__(self, *exc) -> None:
-        sqlalchemy.event.remove(sqlalchemy.pool.Pool, "connect", self._on_connect)
-
-
 @pytest.fixture
 def storages(postgres, request):
     """Dagster's own storage and the batched one, each on a fresh database."""
@@ -86,10 +71,10 @@ def storages(postgres, request):
 def test_a_batch_of_planned_events_leaves_the_rows_dagster_writes_event_by_event_on_one_connection(storages):
     plain, batched = storages
     planned = _planned()
-    with _Connections() as one_by_one:
+    with NewConnections() as one_by_one:
         for event in planned:
             plain.store_event(event)
-    with _Connections() as as_batch:
+    with NewConnections() as as_batch:
         batched.store_event_batch(planned)
 
     expected = [(k.to_user_string(), n) for k in ASSETS for n in NIGHTS]
@@ -109,7 +94,7 @@ def test_materializations_keep_dagsters_one_statement_path(storages):
     events = _materialized()
     for event in events:
         plain.store_event(event)
-    with _Connections() as as_batch:
+    with NewConnections() as as_batch:
         batched.store_event_batch(events)
     kind = DagsterEventType.ASSET_MATERIALIZATION
     assert _rows(batched, kind) == _rows(plain, kind)
@@ -160,7 +145,7 @@ def test_other_threads_use_their_own_connections(storages):
 def test_a_table_found_once_is_not_looked_up_again(storages):
     _, storage = storages
     assert storage.has_table("dynamic_partitions")
-    with _Connections() as lookups:
+    with NewConnections() as lookups:
         for _ in range(5):
             assert storage.has_table("dynamic_partitions")
         assert storage.get_dynamic_partitions("nights") == []  # Dagster checks the table before reading
