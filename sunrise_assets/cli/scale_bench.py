@@ -634,6 +634,7 @@ def run_scale_bench(
     finally:
         if pg is not None:
             pg.stop()
+        result["run_bookkeeping"] = run_bookkeeping_growth(result["runs"])
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
@@ -647,6 +648,35 @@ def _run_cell(r: dict[str, Any]) -> str:
     if not run or run["run_wall_s"] is None:
         return "-"
     return f"{run['runs'][0]['nights']} nights: {run['run_wall_s']} / {run['bookkeeping_wall_s']}"
+
+
+def run_bookkeeping_growth(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The real-night run's bookkeeping at each N and its ratio to the smallest N measured (the
+    issue's target: at most 1.2 times the 2,000-night value at 50,000 nights)."""
+    measured = [r for r in runs if r.get("run_100", {}).get("bookkeeping_wall_s") is not None]
+    if not measured:
+        return []
+    base = measured[0]["run_100"]
+    rows = []
+    for r in measured:
+        run = r["run_100"]
+        rows.append(
+            {
+                "nights": r["nights"],
+                "run_nights": run["runs"][0]["nights"],
+                "run_wall_s": run["run_wall_s"],
+                "bookkeeping_wall_s": run["bookkeeping_wall_s"],
+                "bookkeeping_cpu_s": run["bookkeeping_cpu_s"],
+                "wall_ratio_to_smallest_n": round(run["bookkeeping_wall_s"] / base["bookkeeping_wall_s"], 2)
+                if base["bookkeeping_wall_s"] > 0
+                else None,
+                "cpu_ratio_to_smallest_n": round(run["bookkeeping_cpu_s"] / base["bookkeeping_cpu_s"], 2)
+                if base["bookkeeping_cpu_s"]
+                else None,
+                "load_average_before": run["load_average_before"],
+            }
+        )
+    return rows
 
 
 def print_table(result: dict[str, Any], console) -> None:
