@@ -127,7 +127,10 @@ def measure(
     webserver: bool = True,
     run_nights: int = RUN_NIGHTS,
     raw_cache: Path | None = None,
+    run_only: bool = False,
 ) -> dict[str, Any]:
+    """Every figure of the module's docstring; with ``run_only``, only the run of real nights (after
+    the sensor's first sweep, which its registration continues from)."""
     import logging
 
     from dagster import AssetKey, AssetSelection, DagsterInstance, SensorResult, build_sensor_context
@@ -177,11 +180,26 @@ def measure(
         )
         return new_cursor, wall, len(requests)
 
+    def real_run(instance, cursor) -> str:
+        known = set(instance.get_dynamic_partitions(nights_partitions.name))
+        out["run_100"] = measure_run(
+            root, built, instance, run_nights, raw_cache or root.parent, register=lambda: sweep(instance, cursor)
+        )
+        out["run_100"]["nights_registered"] = len(
+            [n for n in instance.get_dynamic_partitions(nights_partitions.name) if n not in known]
+        )
+        return out["run_100"].pop("_cursor")
+
     with DagsterInstance.get() as instance:
         keys = [a.key for a in scale_history.pipeline_assets(defs)]
         out["materialized_partitions"] = _materialized_counts(instance, keys)
         # --- nothing new
         cursor, first_sweep = sweep(instance, None)
+        if run_only:
+            out["nothing_new"] = {"sensor_first_sweep_s": round(sum(t["wall_s"] for t in first_sweep), 3)}
+            real_run(instance, cursor)
+            out["targets"] = []
+            return out
         cursor, second_sweep = sweep(instance, cursor)
         auto_cursor, cold_auto, _ = automation(instance, AssetDaemonCursor.empty())
         autos = []
@@ -232,14 +250,7 @@ def measure(
         out["backfill_100"] = measure_backfill(instance, new_nights, logger)
         # --- one run of real nights, executed by the daemon (its queued tiny-night run cancelled first)
         if run_nights:
-            known = set(instance.get_dynamic_partitions(nights_partitions.name))
-            out["run_100"] = measure_run(
-                root, built, instance, run_nights, raw_cache or root.parent, register=lambda: sweep(instance, cursor)
-            )
-            cursor = out["run_100"].pop("_cursor")
-            out["run_100"]["nights_registered"] = len(
-                [n for n in instance.get_dynamic_partitions(nights_partitions.name) if n not in known]
-            )
+            cursor = real_run(instance, cursor)
         # --- forget one night (last: it changes the instance)
         night = instance.get_dynamic_partitions(nights_partitions.name)[0]
         warehouse = WarehouseResource(url=settings.warehouse_url(), password=settings.warehouse_password())
@@ -366,10 +377,17 @@ def measure_run(
             target = root / "bucket" / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             if not target.exists():
-                os.symlink(cache.bucket / rel, target)
+                # A hard link is an upload to the sensor: a new ctime (a symlink would show the cached
+                # file's old times, older than the sensor's cursor, and the nights would never be news).
+                try:
+                    os.link(cache.bucket / rel, target)
+                except OSError:  # another file system
+                    shutil.copyfile(cache.bucket / rel, target)
     known = set(instance.get_dynamic_partitions(nights_partitions.name))
     (cursor, ticks), register_s = _timed(register)
     nights = [n for n in instance.get_dynamic_partitions(nights_partitions.name) if n not in known]
+    if len(nights) != count:
+        raise RuntimeError(f"the bucket sensor registered {len(nights)} of the {count} real nights added")
 
     # Nothing else for the daemon to do: the tiny nights' backfill and queued run cancelled, sensors stopped.
     live = [b.backfill_id for b in instance.get_backfills(status=BulkActionStatus.REQUESTED)]
@@ -598,6 +616,7 @@ def run_scale_bench(
     instance: str = "sqlite",
     webserver: bool = True,
     run_nights: int = RUN_NIGHTS,
+    run_only: bool = False,
 ) -> dict[str, Any]:
     from sunrise_assets.cli.bench import machine_info
 
@@ -628,7 +647,9 @@ def run_scale_bench(
             built = build_instance(root, n, pg)
             # the measurement changes the instance (new nights, a forgotten night): rebuilt next time
             (root / "built.json").unlink(missing_ok=True)
-            figures = measure(root, built, webserver=webserver, run_nights=run_nights, raw_cache=workdir)
+            figures = measure(
+                root, built, webserver=webserver, run_nights=run_nights, raw_cache=workdir, run_only=run_only
+            )
             figures["build_reused"] = built["reused"]
             result["runs"].append(figures)
     finally:
@@ -707,8 +728,15 @@ def print_table(result: dict[str, Any], console) -> None:
     ]
     for name, _ in cols:
         table.add_column(name, justify="right")
+
+    def cell(f, r) -> str:
+        try:
+            return f(r)
+        except KeyError:  # not measured (--run-only)
+            return "-"
+
     for r in result["runs"]:
-        table.add_row(*(f(r) for _, f in cols))
+        table.add_row(*(cell(f, r) for _, f in cols))
     console.print(table)
     base = result["runs"][0].get("run_100", {}).get("bookkeeping_wall_s") if result["runs"] else None
     for r in result["runs"]:
@@ -744,6 +772,10 @@ def bench_scale_command(
             help="Real nights computed in one run through the instance, to time its bookkeeping (0: skip).",
         ),
     ] = RUN_NIGHTS,
+    run_only: Annotated[
+        bool,
+        typer.Option("--run-only", help="Measure only the run of real nights (after building the instance)."),
+    ] = False,
     json_path: Annotated[
         Optional[Path], typer.Option("--json", help="Also write every figure to this JSON file.")
     ] = None,
@@ -753,7 +785,9 @@ def bench_scale_command(
     from sunrise_assets.cli.console import out
 
     base = (workdir or (settings.workdir() / "bench-scale")).expanduser().resolve()
-    result = run_scale_bench(sorted(nights), base, instance=instance, webserver=webserver, run_nights=run_nights)
+    result = run_scale_bench(
+        sorted(nights), base, instance=instance, webserver=webserver, run_nights=run_nights, run_only=run_only
+    )
     print_table(result, out)
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
