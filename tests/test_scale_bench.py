@@ -81,6 +81,9 @@ def test_scale_harness_at_a_few_hundred_nights(tmp_path, monkeypatch):
     # Bookkeeping: positive, and less than the run's wall (the asset bodies took the rest).
     assert 0 < one["bookkeeping_wall_s"] < one["wall_s"] and one["asset_bodies_wall_s"] > 0
     assert 0 < one["bookkeeping_cpu_s"] < one["run_worker_cpu_s"]
+    # the worker's CPU from its run's start excludes its start-up (imports, loading the code)
+    assert 0 < one["bookkeeping_cpu_in_run_s"] < one["bookkeeping_cpu_s"]
+    assert one["run_worker_cpu_in_run_s"] < one["run_worker_cpu_s"]
     (growth,) = result["run_bookkeeping"]
     assert growth["nights"] == NIGHTS and growth["wall_ratio_to_smallest_n"] == 1.0
 
