@@ -463,12 +463,15 @@ def measure_run(
                 body_cpu[name] = sum(_meta(m, "night_cpu_s") for m in mats if m is not None)
         wall = (record.end_time or 0.0) - (record.start_time or 0.0)
         inside_wall, inside_cpu = sum(body_wall.values()), sum(body_cpu.values())
-        worker = sampler.peak_rss()["by_role"].get("run worker", {})
-        in_run_cpu = None
-        if run_id in at_start:  # its last sample (every 0.2 s) before it exited, minus its CPU at start
+        # The worker by its pid (its role from the command line can be the code server's: a fork first
+        # seen before its exec), its CPU from its last sample (every 0.2 s) before it exited.
+        worker, in_run_cpu = {}, None
+        if run_id in at_start:
             pid, cpu0 = at_start[run_id]
-            last = [p.cpu_last for p in sampler.procs.values() if p.pid == pid]
-            in_run_cpu = round(max(last) - cpu0, 2) if last else None
+            procs = [p for p in sampler.procs.values() if p.pid == pid]
+            if procs:
+                worker = {"cpu_s": round(max(p.cpu_last - p.cpu_start for p in procs), 2)}
+                in_run_cpu = round(max(p.cpu_last for p in procs) - cpu0, 2)
         failures = instance.get_records_for_run(run_id, of_type=DagsterEventType.STEP_FAILURE).records
         runs.append(
             {
