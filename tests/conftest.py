@@ -152,6 +152,7 @@ SLOW_MODULES = {
     "test_secrets_ui",
     "test_model_loop",
     "test_candidate_code",
+    "test_scale_bench",  # starts a dagster-daemon (the run of real nights)
 }
 
 
