@@ -717,29 +717,22 @@ def measure_platform(
 ) -> dict[str, Any]:
     from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
-    from sunrise_assets.dagster_internals.daemon import BulkActionStatus, PartitionBackfill, make_new_backfill_id
+    from sunrise_assets.dagster_internals.daemon import BulkActionStatus
     from sunrise_assets.dagster_internals.names import BACKFILL_ID_TAG
     from sunrise_assets.defs.partitions import NIGHTS_PER_RUN, nights_partitions
+    from sunrise_assets.lib.queued_work import submit_backfill
 
     _use(run)
     with DagsterInstance.get() as instance:
         nights, register_s = _register(run, instance)
         asset_graph = _stop_sensors_and_asset_graph(instance)
-        backfill_id = make_new_backfill_id()
-        instance.add_backfill(
-            PartitionBackfill.from_asset_partitions(
-                backfill_id=backfill_id,
-                asset_graph=asset_graph,
-                partition_names=nights,
-                asset_selection=_job_asset_keys(),
-                backfill_timestamp=time.time(),
-                tags={"sunrise/trigger": "bench"},
-                dynamic_partitions_store=instance,
-                all_partitions=False,
-                title=f"sunrise bench: {len(nights)} nights",
-                description=None,
-                run_config=None,
-            )
+        backfill_id = submit_backfill(
+            instance,
+            nights,
+            _job_asset_keys(),
+            title=f"sunrise bench: {len(nights)} nights",
+            trigger="bench",
+            asset_graph=asset_graph,
         )
         order = {key: i for i, key in enumerate(instance.get_dynamic_partitions(nights_partitions.name))}
         terminal = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}

@@ -299,33 +299,24 @@ def measure_backfill(instance, nights: list[str], logger) -> dict[str, Any]:
     from dagster import AssetSelection, RunsFilter
 
     from sunrise_assets.dagster_internals.daemon import (
-        PartitionBackfill,
         WorkspaceFileTarget,
         WorkspaceProcessContext,
-        make_new_backfill_id,
         run_backfill_iteration,
     )
     from sunrise_assets.dagster_internals.names import BACKFILL_ID_TAG
     from sunrise_assets.defs.jobs import LAYERS
+    from sunrise_assets.lib.queued_work import submit_backfill
 
     target = WorkspaceFileTarget([str(settings.REPO_ROOT / "workspace.yaml")])
     with WorkspaceProcessContext(instance, target) as context:
         graph = context.create_request_context().asset_graph
-        backfill_id = make_new_backfill_id()
-        instance.add_backfill(
-            PartitionBackfill.from_asset_partitions(
-                backfill_id=backfill_id,
-                asset_graph=graph,
-                partition_names=nights,
-                asset_selection=sorted(AssetSelection.groups(*LAYERS).resolve(graph)),
-                backfill_timestamp=time.time(),
-                tags={"sunrise/trigger": "bench-scale"},
-                dynamic_partitions_store=instance,
-                all_partitions=False,
-                title=f"sunrise bench-scale: {len(nights)} nights",
-                description=None,
-                run_config=None,
-            )
+        backfill_id = submit_backfill(
+            instance,
+            nights,
+            sorted(AssetSelection.groups(*LAYERS).resolve(graph)),
+            title=f"sunrise bench-scale: {len(nights)} nights",
+            trigger="bench-scale",
+            asset_graph=graph,
         )
         first_errors, first_s = _timed(run_backfill_iteration, context, logger)
         submitted = instance.get_run_records(RunsFilter(tags={BACKFILL_ID_TAG: backfill_id}))
@@ -367,11 +358,11 @@ def measure_run(
         ensure_raw_cache,
         load,
     )
-    from sunrise_assets.dagster_internals.daemon import BulkActionStatus, PartitionBackfill, make_new_backfill_id
+    from sunrise_assets.dagster_internals.daemon import BulkActionStatus
     from sunrise_assets.dagster_internals.local_run_launcher import worker_pid
     from sunrise_assets.dagster_internals.names import BACKFILL_ID_TAG
     from sunrise_assets.defs.partitions import nights_partitions
-    from sunrise_assets.lib.queued_work import cancel_backfills, stop_runs
+    from sunrise_assets.lib.queued_work import cancel_backfills, stop_runs, submit_backfill
 
     cache, generation = ensure_raw_cache(cache_dir, count, RUN_SEED)
     for k in range(count):
@@ -400,21 +391,13 @@ def measure_run(
             [r.dagster_run.run_id for r in instance.get_run_records(RunsFilter(tags={BACKFILL_ID_TAG: backfill}))],
         )
     asset_graph = _stop_sensors_and_asset_graph(instance)
-    backfill_id = make_new_backfill_id()
-    instance.add_backfill(
-        PartitionBackfill.from_asset_partitions(
-            backfill_id=backfill_id,
-            asset_graph=asset_graph,
-            partition_names=nights,
-            asset_selection=_job_asset_keys(),
-            backfill_timestamp=time.time(),
-            tags={"sunrise/trigger": "bench-scale-run"},
-            dynamic_partitions_store=instance,
-            all_partitions=False,
-            title=f"sunrise bench-scale: one run of {len(nights)} real nights",
-            description=None,
-            run_config=None,
-        )
+    backfill_id = submit_backfill(
+        instance,
+        nights,
+        _job_asset_keys(),
+        title=f"sunrise bench-scale: one run of {len(nights)} real nights",
+        trigger="bench-scale-run",
+        asset_graph=asset_graph,
     )
     terminal = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
     run_dir = RunDir(root, _env(root, built.get("pg_env")))

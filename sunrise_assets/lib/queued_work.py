@@ -66,17 +66,21 @@ def submit_backfill(
     *,
     title: str,
     trigger: str,
+    asset_graph=None,
 ) -> str:
     """An asset backfill of ``asset_keys`` over ``nights`` (None: an unpartitioned selection, e.g.
     the cross-night summary); returns its id. The daemon turns it into runs of up to
-    NIGHTS_PER_RUN contiguous nights (the assets' BackfillPolicy.multi_run)."""
-    from sunrise_assets.definitions import build_defs
+    NIGHTS_PER_RUN contiguous nights (the assets' BackfillPolicy.multi_run). ``asset_graph``: one
+    the caller already has (a workspace's), else the code location's is built."""
+    if asset_graph is None:
+        from sunrise_assets.definitions import build_defs
 
+        asset_graph = build_defs().resolve_asset_graph()
     backfill_id = make_new_backfill_id()
     instance.add_backfill(
         PartitionBackfill.from_asset_partitions(
             backfill_id=backfill_id,
-            asset_graph=build_defs().resolve_asset_graph(),
+            asset_graph=asset_graph,
             partition_names=list(nights) if nights is not None else None,
             asset_selection=list(asset_keys),
             backfill_timestamp=time.time(),
