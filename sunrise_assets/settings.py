@@ -31,6 +31,9 @@ OLD_EVENT_LOG_MODULE = "module: sunrise_assets.event_log\n"
 
 
 RAW_BUCKET_ENV = "SUNRISE_RAW_BUCKET"
+# Set by a command for its own daemon child: run workers forked from a warm process
+# (sunrise_assets/dagster_internals/forked_run_workers.py).
+FORKED_RUN_WORKERS_ENV = "SUNRISE_FORKED_RUN_WORKERS"
 WAREHOUSE_URL_ENV = "SUNRISE_WAREHOUSE_URL"
 WAREHOUSE_PASSWORD_ENV = "SUNRISE_WAREHOUSE_PASSWORD"
 # Variables whose values are secrets: they reach a process only from its environment (Secret

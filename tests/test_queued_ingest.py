@@ -28,6 +28,8 @@ from pathlib import Path
 import pytest
 from dagster import AssetKey, AssetRecordsFilter, DagsterEventType, DagsterInstance, DagsterRunStatus
 
+from sunrise_assets.dagster_internals import forked_run_workers
+from sunrise_assets.dagster_internals.local_run_launcher import worker_pid
 from tests.conftest import TEST_KEY
 
 REPO = Path(__file__).resolve().parents[1]
@@ -181,6 +183,11 @@ def test_two_commands_at_once_compute_each_night_once(tmp_path):
         backfills = instance.get_backfills()
         # One of the two submitted the nights; the other joined its backfill.
         assert len([b for b in backfills if "nights" in (b.title or "")]) == 1, [b.title for b in backfills]
+        # Each run's worker was forked by the daemon child's fork server: the process the launcher
+        # forked (its pid recorded at launch) is the one that said it ran the run.
+        for record in instance.get_run_records():
+            forked = record.dagster_run.tags.get(forked_run_workers.PID_TAG)
+            assert forked is not None and worker_pid(instance, record.dagster_run.run_id) == int(forked)
     texts = [log.read_text() for log in logs]
     assert sum("joining backfill" in t for t in texts) == 1, [t[-1500:] for t in texts]
 

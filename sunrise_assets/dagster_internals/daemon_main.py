@@ -16,6 +16,7 @@ submit work and wait for it), with three changes that Dagster 1.13 has no settin
   freshness: the command has just paired the bucket itself, and on 200 nights the raw-bucket
   sensor's first sweep and each automation tick took CPU seconds from the runs on a 2-core machine.
   A deployment's own daemon (`dagster-daemon run`, `sunrise ui`) runs all of them;
+- its run workers are forked from a warm process (``forked_run_workers``), not new interpreters;
 - the workspace is loaded once: Dagster reloads it every 60 s (a new code server, ~3 s of CPU, each
   time) to pick up code changes, which a command's few minutes do not need.
 
@@ -39,6 +40,7 @@ from dagster._daemon.daemon import BackfillDaemon, MonitoringDaemon
 from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import QueuedRunCoordinatorDaemon
 from dagster_shared.serdes import serialize_value
 
+from sunrise_assets.dagster_internals import forked_run_workers
 from sunrise_assets.dagster_internals.daemon import BulkActionsFilter, BulkActionStatus
 
 BACKFILL_INTERVAL_ENV = "SUNRISE_BACKFILL_INTERVAL_S"
@@ -128,6 +130,8 @@ def run_child() -> int:
     patch_backfill_interval()
     patch_backfill_iteration()
     patch_child_daemons()
+    if forked_run_workers.enabled():
+        forked_run_workers.start_fork_server()  # warm while the command pairs the bucket
     sys.argv[0] = "dagster-daemon"
     try:
         main()

@@ -14,13 +14,17 @@ worker died is told apart by its start time, which must not be later than the ru
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import time
 from pathlib import Path
 
 from dagster import DagsterEventType, DagsterRun
-from dagster._core.launcher.base import CheckRunHealthResult, WorkerStatus
+from dagster._core.launcher.base import CheckRunHealthResult, LaunchRunContext, WorkerStatus
 from dagster._core.launcher.default_run_launcher import DefaultRunLauncher
+
+from sunrise_assets.dagster_internals import forked_run_workers
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -53,7 +57,39 @@ def process_start_time(pid: int) -> float | None:
 
 
 class LocalRunLauncher(DefaultRunLauncher):
-    """DefaultRunLauncher plus a worker health check (Linux: /proc)."""
+    """DefaultRunLauncher plus a worker health check (Linux: /proc), and, in a command's daemon child,
+    run workers forked from a warm process (``forked_run_workers``)."""
+
+    def launch_run(self, context: LaunchRunContext) -> None:
+        run = context.dagster_run
+        if forked_run_workers.enabled() and forked_run_workers.can_fork(run):
+            forked_run_workers.launch(run, self._instance)
+            return
+        super().launch_run(context)
+
+    def terminate(self, run_id: str) -> bool:
+        run = self._instance.get_run_by_id(run_id)
+        pid = run.tags.get(forked_run_workers.PID_TAG) if run is not None else None
+        if pid is None:
+            return super().terminate(run_id)  # through its code server
+        if run.is_finished:
+            return False
+        self._instance.report_run_canceling(run)
+        if not self._is_run_worker(int(pid), run):
+            return False  # gone (its pid maybe taken by another process): run monitoring fails the run
+        with contextlib.suppress(ProcessLookupError):
+            # What Dagster's cancellation does inside a worker: the run stops between two events
+            # and is marked canceled.
+            os.kill(int(pid), signal.SIGINT)
+        return True
+
+    def _is_run_worker(self, pid: int, run: DagsterRun) -> bool:
+        """Whether the process is alive and is the run's worker (not a later process given its pid)."""
+        started = process_start_time(pid)
+        record = self._instance.get_run_record_by_id(run.run_id)
+        run_started = record.start_time if record and record.start_time else time.time()
+        # 2 s of slack: /proc's start time has clock-tick resolution, the run's is taken a bit later.
+        return started is not None and started <= run_started + 2.0
 
     @property
     def supports_check_run_worker_health(self) -> bool:
@@ -65,11 +101,7 @@ class LocalRunLauncher(DefaultRunLauncher):
             # The worker records its pid before the run turns STARTED; without one there is nothing
             # to judge by, and monitoring treats anything but RUNNING as a dead worker.
             return CheckRunHealthResult(WorkerStatus.RUNNING, "the run worker has not recorded its process id")
-        started = process_start_time(pid)
-        record = self._instance.get_run_record_by_id(run.run_id)
-        run_started = record.start_time if record and record.start_time else time.time()
-        # 2 s of slack: /proc's start time has clock-tick resolution, the run's is taken a bit later.
-        if started is None or started > run_started + 2.0:
+        if not self._is_run_worker(pid, run):
             return CheckRunHealthResult(
                 WorkerStatus.FAILED, f"run worker process {pid} is gone", run_worker_id=str(pid)
             )

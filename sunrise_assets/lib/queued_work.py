@@ -358,7 +358,8 @@ class DaemonChild:
                 "-w",
                 str(settings.REPO_ROOT / "workspace.yaml"),
             ],
-            env=dict(os.environ),
+            # Its run workers are forked from a warm process (the workspace is loaded once anyway).
+            env={**os.environ, settings.FORKED_RUN_WORKERS_ENV: "1"},
             cwd=settings.REPO_ROOT,
             start_new_session=True,  # Ctrl-C in the terminal reaches the command, which stops it cleanly
             preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads of ours run at this point
