@@ -8,7 +8,7 @@ import time
 
 import pytest
 from dagster import AssetKey, AssetMaterialization, DagsterEventType, EventRecordsFilter
-from dagster._core.events import DagsterEvent, StepMaterializationData
+from dagster._core.events import DagsterEvent, EngineEventData, StepMaterializationData
 from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.event_log import SqliteEventLogStorage
 
@@ -44,6 +44,17 @@ def _events() -> list[EventLogEntry]:
     return out
 
 
+def _engine_event() -> EventLogEntry:
+    event = DagsterEvent(
+        event_type_value=DagsterEventType.ENGINE_EVENT.value,
+        job_name="nightly_pipeline",
+        event_specific_data=EngineEventData(),
+    )
+    return EventLogEntry(
+        error_info=None, level=10, user_message="", run_id=RUN_ID, timestamp=time.time(), dagster_event=event
+    )
+
+
 def _rows(storage) -> list[tuple[str, str]]:
     rows = []
     for key in ASSETS:
@@ -73,25 +84,33 @@ def test_a_batch_leaves_the_rows_dagster_writes_event_by_event(tmp_path):
         )
 
 
-def test_a_batch_is_stored_whole_or_not_at_all(tmp_path, monkeypatch):
+@pytest.mark.parametrize("path", ["event by event", "bulk"])
+def test_a_batch_is_stored_whole_or_not_at_all(tmp_path, monkeypatch, path):
+    """A failure in the middle of a batch leaves neither database with any of its rows: event by
+    event (a batch with a non-asset event) on the fourth event; in bulk (asset events only) in the
+    asset-key update, after both databases got their rows."""
     storage = BatchedSqliteEventLogStorage(str(tmp_path / "batched"))
     events = _events()
-    original = SqliteEventLogStorage.store_event
+    if path == "event by event":
+        events.insert(1, _engine_event())
+        method, original = "store_event", SqliteEventLogStorage.store_event
+    else:
+        method, original = "_store_asset_event", SqliteEventLogStorage._store_asset_event
     calls = []
 
-    def failing_on_the_fourth(self, event):
-        calls.append(event)
-        if len(calls) == 4:
+    def failing_on_the_fourth(self, *args):
+        calls.append(args)
+        if len(calls) == 4 or method == "_store_asset_event":
             raise RuntimeError("disk full")
-        original(self, event)
+        original(self, *args)
 
-    monkeypatch.setattr(SqliteEventLogStorage, "store_event", failing_on_the_fourth)
+    monkeypatch.setattr(SqliteEventLogStorage, method, failing_on_the_fourth)
     with pytest.raises(RuntimeError, match="disk full"):
         storage.store_event_batch(events)
-    monkeypatch.setattr(SqliteEventLogStorage, "store_event", original)
+    monkeypatch.setattr(SqliteEventLogStorage, method, original)
     assert _rows(storage) == [] and storage.get_logs_for_run(RUN_ID) == []
     storage.store_event_batch(events)  # and the storage is usable afterwards (lock released)
-    assert len(_rows(storage)) == len(events)
+    assert len(_rows(storage)) == len(_events())
 
 
 def test_the_embedded_instance_uses_it_and_asks_dagster_for_batches(ingested):

@@ -7,7 +7,8 @@ value is documented).
 ``store_history_batch`` writes a run's history in bulk: the public ``store_event_batch`` stores each
 event with Dagster's per-event code (SQLite: ~2 ms an event, a 50,000-night history in ~50 min;
 PostgreSQL: one new connection per planned event). It writes the same rows through the storage's
-own row builder, table and asset-key update, a few statements per batch."""
+own row builder, table and asset-key update, a few statements per batch; the embedded SQLite event
+log (sqlite_event_log.py) stores live runs' batches of asset events with it too."""
 
 from __future__ import annotations
 
