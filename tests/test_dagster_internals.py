@@ -461,3 +461,24 @@ def test_history_bulk_store_is_what_dagster_stores_event_by_event(tmp_path):
     assert seen[0] == seen[1]
     assert seen[1]["materialized"] == {"a", "b"} and seen[1]["last"] == ("r2", "b")
     assert seen[1]["planned"] == ["r2"] * 3 and seen[1]["run_logs"] == {"r1": 10, "r2": 10}
+
+
+def test_forked_run_workers_internals():
+    """What the forked run worker does is `dagster api execute_run`'s body: its signature, the pid
+    event it records (the health check and terminate read it), and the interrupt it stops on."""
+    from dagster._cli import api
+    from dagster._core.launcher.base import LaunchRunContext
+    from dagster._core.launcher.default_run_launcher import DefaultRunLauncher
+
+    from sunrise_assets.dagster_internals import forked_run_workers
+
+    params = list(inspect.signature(api._execute_run_command_body).parameters)
+    assert params == ["run_id", "instance", "write_stream_fn", "set_exit_code_on_failure"]
+    body = inspect.getsource(api._execute_run_command_body)
+    assert "Started process for run (pid: {pid})." in body and "EngineEventData.in_process(pid)" in body
+    # `dagster api execute_run` itself: the same body under capture_interrupts (SIGINT cancels the run)
+    command = inspect.getsource(api.execute_run_command.callback)
+    assert "with capture_interrupts():" in command and "_execute_run_command_body(" in command
+    assert {"launch_run", "terminate"} <= set(vars(DefaultRunLauncher))
+    assert "dagster_run" in inspect.signature(LaunchRunContext).parameters
+    assert forked_run_workers.CODE_LOCATION_MODULE in (REPO / "workspace.yaml").read_text()
