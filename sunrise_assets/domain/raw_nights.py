@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -151,6 +152,10 @@ def _subject_sessions(pairs: Iterable[NightPair], pseudonymizer: Pseudonymizer, 
         yield subject, shifted, sorted(group, key=lambda p: p.study.start)
 
 
+# Nights whose files are hashed at once (a local bucket: CPU-bound MD5s; GCS: listing requests).
+HASH_THREADS = 8
+
+
 def object_md5(bucket: ObjectStore, info) -> str:
     """The object's MD5 (GCS gives it for free; locally it is computed from the bytes)."""
     md5 = getattr(info, "md5", None)
@@ -205,6 +210,7 @@ def reconcile(scan: ScanResult, bucket: ObjectStore, pseudonymizer: Pseudonymize
     patients would share a subject pseudonym."""
     result = Reconciliation()
     subjects = assign_subjects(scan.nights, bucket, pseudonymizer)  # refuses a pseudonym collision
+    nights = []  # (night, subject, pair, previous index entry, whether its files are the ones indexed)
     for subject, shifted, group in _subject_sessions(scan.nights, pseudonymizer, subjects):
         for run, pair in enumerate(group, start=1):
             night = night_key(subject, shifted_date(shifted), run)
@@ -214,37 +220,43 @@ def reconcile(scan: ScanResult, bucket: ObjectStore, pseudonymizer: Pseudonymize
                 and previous.recording_path == pair.recording.path
                 and previous.study_edf_path == pair.study.edf_path
             )
-            if (
-                same_files
-                and previous.recording_generation == pair.recording.generation
-                and previous.study_generation == pair.study.generation
-            ):
-                version = previous.content_version  # untouched: no need to read anything
-            else:
-                version = content_version(bucket, pair)
-            source = NightSource(
-                night=night,
-                subject=subject,
-                date_shift_days=pseudonymizer.date_shift_days(subject),
-                recording_path=pair.recording.path,
-                recording_generation=pair.recording.generation,
-                study_edf_path=pair.study.edf_path,
-                study_labels_path=pair.study.labels_path or pair.study.edf_path,
-                study_coding_path=pair.study.coding_path,
-                study_generation=pair.study.generation,
-                grid_start_offset_s=pair.grid_start_offset_s,
-                overlap_s=pair.overlap_s,
-                content_version=version,
-            )
-            result.sources.append(source)
-            if previous is None:
-                result.new.append(night)
-            elif previous.content_version != version or not same_files:
-                result.changed.append(night)
-            elif previous != source:
-                result.reuploaded.append(night)
-            if previous != source:
-                bucket.write_bytes(layout.raw_index(night), source.to_json_bytes())
+            nights.append((night, subject, pair, previous, same_files))
+    untouched = [
+        same_files
+        and previous.recording_generation == pair.recording.generation
+        and previous.study_generation == pair.study.generation
+        for _, _, pair, previous, same_files in nights
+    ]
+    # Untouched nights keep their version (nothing read); the others' files are hashed, in threads:
+    # a local bucket's MD5s are computed from the bytes (hashlib and file reads release the GIL).
+    to_hash = [pair for (_, _, pair, _, _), keep in zip(nights, untouched, strict=True) if not keep]
+    with ThreadPoolExecutor(max_workers=HASH_THREADS) as pool:
+        hashed = iter(list(pool.map(lambda pair: content_version(bucket, pair), to_hash)))
+    for (night, subject, pair, previous, same_files), keep in zip(nights, untouched, strict=True):
+        version = previous.content_version if keep else next(hashed)
+        source = NightSource(
+            night=night,
+            subject=subject,
+            date_shift_days=pseudonymizer.date_shift_days(subject),
+            recording_path=pair.recording.path,
+            recording_generation=pair.recording.generation,
+            study_edf_path=pair.study.edf_path,
+            study_labels_path=pair.study.labels_path or pair.study.edf_path,
+            study_coding_path=pair.study.coding_path,
+            study_generation=pair.study.generation,
+            grid_start_offset_s=pair.grid_start_offset_s,
+            overlap_s=pair.overlap_s,
+            content_version=version,
+        )
+        result.sources.append(source)
+        if previous is None:
+            result.new.append(night)
+        elif previous.content_version != version or not same_files:
+            result.changed.append(night)
+        elif previous != source:
+            result.reuploaded.append(night)
+        if previous != source:
+            bucket.write_bytes(layout.raw_index(night), source.to_json_bytes())
     return result
 
 
