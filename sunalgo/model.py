@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.optimize import minimize
 
 import sunalgo
 from sunalgo.agreement import epoch_agreement
@@ -286,6 +285,8 @@ def _fit_softmax(x: np.ndarray, y: np.ndarray, n_classes: int, l2: float) -> tup
         grad_w = x.T @ g + 2.0 * l2 * w
         return float(loss), np.concatenate([grad_w.ravel(), g.sum(axis=0)])
 
+    from scipy.optimize import minimize  # only fitting needs it (~0.4 s to import): not loading a model
+
     res = minimize(
         objective, np.zeros(d * n_classes + n_classes), jac=True, method="L-BFGS-B", options={"maxiter": 2000}
     )
@@ -304,6 +305,8 @@ def _fit_logistic(x: np.ndarray, y: np.ndarray, l2: float) -> tuple[np.ndarray, 
         loss = np.sum(np.logaddexp(0.0, s) - t * s) / n + l2 * np.dot(w, w)
         g = (_sigmoid(s) - t) / n
         return float(loss), np.concatenate([x.T @ g + 2.0 * l2 * w, [g.sum()]])
+
+    from scipy.optimize import minimize  # only fitting needs it (~0.4 s to import): not loading a model
 
     res = minimize(objective, np.zeros(d + 1), jac=True, method="L-BFGS-B", options={"maxiter": 2000})
     return res.x[:d], float(res.x[d]), bool(res.success)

@@ -35,8 +35,6 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-from scipy import fft as sp_fft
-from scipy import ndimage, signal
 
 from sunalgo.labels import EPOCH_S
 from sunalgo.recording import Recording
@@ -82,6 +80,12 @@ _BIAS_BLOCK_S = 10.0
 _GRAVITY_RANGE_G = (0.25, 4.0)
 
 
+# scipy's signal, ndimage and fft are imported inside the functions that use them: importing them
+# costs ~0.9 s, which every process that only loads the pipeline's definitions (the CLI, Dagster's
+# code server) would pay for nothing. Processes that preprocess nights import them once.
+SCIPY_MODULES = ("scipy.signal", "scipy.ndimage", "scipy.fft")
+
+
 @lru_cache(maxsize=32)
 def _sos(kind: str, rate_hz: float) -> np.ndarray:
     """Butterworth second-order sections, cached per (filter, rate).
@@ -89,6 +93,8 @@ def _sos(kind: str, rate_hz: float) -> np.ndarray:
     Applied forward and backward (``sosfiltfilt``): zero phase, and the magnitude response is
     squared, so these 2nd-order designs roll off like 4th-order ones.
     """
+    from scipy import signal  # on first use: see SCIPY_MODULES
+
     nyq = rate_hz / 2.0
     if kind == "breath":
         return signal.butter(2, [BREATH_BAND_HZ[0] / nyq, BREATH_BAND_HZ[1] / nyq], btype="bandpass", output="sos")
@@ -237,6 +243,8 @@ def _rolling_baseline(x: np.ndarray, rate_hz: float) -> np.ndarray:
     if m < 2 * block:
         return np.broadcast_to(np.median(x, axis=1, keepdims=True), x.shape)
     means = _block_means(x, block)
+    from scipy import ndimage  # on first use: see SCIPY_MODULES
+
     med = ndimage.median_filter(means, size=(1, min(_BASELINE_BLOCKS, means.shape[1])), mode="nearest")
     centres = np.arange(means.shape[1]) * block + (block - 1) / 2.0
     idx = np.arange(m, dtype=np.float64)
@@ -310,6 +318,8 @@ def _envelope_of_block_means(x: np.ndarray, q: int) -> np.ndarray:
     The FFT that builds the analytic signal also undoes the block mean's small low-pass
     (response sin(pi f) / (q sin(pi f / q)) at f cycles per block, >= 0.64 below Nyquist).
     """
+    from scipy import fft as sp_fft  # on first use: see SCIPY_MODULES
+
     m = x.shape[0]
     n_fft = sp_fft.next_fast_len(m)
     spec = sp_fft.fft(x, n_fft)
@@ -383,6 +393,8 @@ def preprocess_arrays(
     swing = slow[:, 2:] - slow[:, :-2]
     acc_axis = _principal_axis(swing[:3])
     gyro_axis = _principal_axis(swing[3:])
+    from scipy import signal  # on first use: see SCIPY_MODULES
+
     gravity = signal.sosfiltfilt(_sos("gravity", slow_rate), slow[:3], axis=1)
     # The breathing oscillation of the jaw is a small opening/closing: its accelerometer axis is the
     # mouth-opening axis, along which the slow jaw opening is read.

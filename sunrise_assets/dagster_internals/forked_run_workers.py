@@ -30,13 +30,19 @@ from dagster._core.instance import InstanceRef
 from dagster._utils.interrupts import capture_interrupts
 from dagster_shared.serdes import deserialize_value, serialize_value
 
+from sunalgo.preprocess import SCIPY_MODULES
 from sunrise_assets.settings import FORKED_RUN_WORKERS_ENV
 
 PID_TAG = "sunrise/run_worker_pid"
 CODE_LOCATION_MODULE = "sunrise_assets.definitions"
 # What each run worker would import first; the daemon child's own module too, since
 # multiprocessing re-runs the parent's __main__ module in the child.
-PRELOAD = ("dagster._cli.api", CODE_LOCATION_MODULE, "sunrise_assets.dagster_internals.daemon_main")
+PRELOAD = (
+    "dagster._cli.api",
+    CODE_LOCATION_MODULE,
+    "sunrise_assets.dagster_internals.daemon_main",
+    *SCIPY_MODULES,  # sunalgo imports them at a night's first use
+)
 
 _context = multiprocessing.get_context("forkserver")
 _workers: dict[str, multiprocessing.process.BaseProcess] = {}
