@@ -5,6 +5,7 @@ instance as an asset backfill (``ingest_queued``, the default), or executed in t
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from dagster import AssetKey, AssetSelection, DagsterInstance
@@ -159,11 +160,14 @@ def ingest_queued(
 ) -> IngestReport:
     """The nights to materialize as an asset backfill on the instance (joined when another command's
     is already doing them); with ``wait``, watched until done, then the cross-night summary once."""
-    plan = plan_ingest(bucket, instance)
+    with ThreadPoolExecutor(max_workers=1) as loader:
+        # The pipeline's definitions (~1 s to import and build) load while the bucket is paired and hashed.
+        keys = loader.submit(layer_keys)
+        plan = plan_ingest(bucket, instance)
     report = plan.report
     if on_plan:
         on_plan(len(plan.todo))
-    work = QueuedWork(instance, layer_keys(), FINAL_ASSETS, trigger="ingest", daemon=daemon, on_progress=on_progress)
+    work = QueuedWork(instance, keys.result(), FINAL_ASSETS, trigger="ingest", daemon=daemon, on_progress=on_progress)
     if on_work:
         on_work(work)
     outcome = work.run(plan.todo, wait=wait, rounds=MAX_ROUNDS)
