@@ -12,6 +12,7 @@ from dagster._core.events import DagsterEvent, EngineEventData, StepMaterializat
 from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.event_log import SqliteEventLogStorage
 
+from sunrise_assets.dagster_internals import sqlite_event_log
 from sunrise_assets.dagster_internals.sqlite_event_log import BatchedSqliteEventLogStorage
 from sunrise_assets.defs.partitions import NIGHTS_PER_RUN
 
@@ -84,23 +85,28 @@ def test_a_batch_leaves_the_rows_dagster_writes_event_by_event(tmp_path):
         )
 
 
-@pytest.mark.parametrize("path", ["event by event", "bulk"])
+@pytest.mark.parametrize("path", ["event by event", "bulk", "mixed"])
 def test_a_batch_is_stored_whole_or_not_at_all(tmp_path, monkeypatch, path):
     """A failure in the middle of a batch leaves neither database with any of its rows: event by
-    event (a batch with a non-asset event) on the fourth event; in bulk (asset events only) in the
-    asset-key update, after both databases got their rows."""
+    event (Dagster's per-event code) on the fourth event; in bulk (asset events) in the asset-key
+    update, after both databases got their rows; mixed (asset events, an engine event, asset events)
+    in the second bulk part, after the first part and the engine event were written."""
     storage = BatchedSqliteEventLogStorage(str(tmp_path / "batched"))
     events = _events()
     if path == "event by event":
-        events.insert(1, _engine_event())
-        method, original = "store_event", SqliteEventLogStorage.store_event
+        monkeypatch.setattr(sqlite_event_log, "BULK_EVENT_TYPES", frozenset())
+        method, original, fail_at = "store_event", SqliteEventLogStorage.store_event, 4
     else:
+        if path == "mixed":
+            events.insert(2, _engine_event())
         method, original = "_store_asset_event", SqliteEventLogStorage._store_asset_event
+        # mixed: the first part (two events of one asset) updates that asset's row once, then the second part
+        fail_at = 1 if path == "bulk" else 2
     calls = []
 
     def failing_on_the_fourth(self, *args):
         calls.append(args)
-        if len(calls) == 4 or method == "_store_asset_event":
+        if len(calls) == fail_at:
             raise RuntimeError("disk full")
         original(self, *args)
 

@@ -16,6 +16,7 @@ dagster.yaml selects it (event_log_storage); single events go through Dagster's 
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from collections.abc import Mapping, Sequence
@@ -41,6 +42,10 @@ BULK_EVENT_TYPES = frozenset(
         DagsterEventType.ASSET_OBSERVATION,
     }
 )
+
+
+def _bulk_storable(event: EventLogEntry) -> bool:
+    return event.dagster_event is not None and event.dagster_event.event_type in BULK_EVENT_TYPES
 
 
 class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
@@ -91,12 +96,14 @@ class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
         with self._connect(run_id) as run_conn, self._connect(INDEX_SHARD_NAME) as index_conn:
             self._batch.connections = {run_id: run_conn, INDEX_SHARD_NAME: index_conn}
             try:
-                if all(e.dagster_event is not None and e.dagster_event.event_type in BULK_EVENT_TYPES for e in events):
-                    # The same rows in a few multi-row statements (tests/test_dagster_internals.py compares them).
-                    store_history_batch(self, events)
-                else:
-                    for event in events:
-                        self.store_event(event)
+                # Runs of asset events in bulk (the same rows: tests/test_dagster_internals.py compares
+                # them), anything else (check evaluations, engine events) with Dagster's code, in order.
+                for bulk, group in itertools.groupby(events, key=_bulk_storable):
+                    if bulk:
+                        store_history_batch(self, list(group))
+                    else:
+                        for event in group:
+                            self.store_event(event)
             finally:
                 self._batch.connections = None
 
