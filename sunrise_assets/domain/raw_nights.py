@@ -30,6 +30,10 @@ from sunrise_assets.domain.pairing import NightPair, ScanResult, patient_of
 if TYPE_CHECKING:
     from sunrise_assets.domain.object_store import ObjectStore
 
+# Nights whose files are hashed, or raw-zone entries written, at once (a local bucket: CPU-bound MD5s
+# and fsyncs; GCS: requests).
+HASH_THREADS = WRITE_THREADS = 8
+
 
 class PseudonymCollisionError(RuntimeError):
     """Two different patients would share one subject pseudonym: their nights would merge."""
@@ -130,8 +134,8 @@ def assign_subjects(pairs: Iterable[NightPair], bucket: ObjectStore, pseudonymiz
         others = holders.get(subject, set()) - {tokens[i]}
         if others or seen.setdefault(subject, i) != i:
             raise _collision(subject)
-    for i in first_seen:
-        bucket.write_bytes(layout.subject_holder(assigned[i], tokens[i]), b"")
+    with ThreadPoolExecutor(max_workers=WRITE_THREADS) as pool:  # each one fsynced: the waits overlap
+        list(pool.map(lambda i: bucket.write_bytes(layout.subject_holder(assigned[i], tokens[i]), b""), first_seen))
     return assigned
 
 
@@ -150,10 +154,6 @@ def _subject_sessions(pairs: Iterable[NightPair], pseudonymizer: Pseudonymizer, 
         by_session[(subject, shifted.isoformat())].append(pair)
     for (subject, shifted), group in sorted(by_session.items()):
         yield subject, shifted, sorted(group, key=lambda p: p.study.start)
-
-
-# Nights whose files are hashed at once (a local bucket: CPU-bound MD5s; GCS: listing requests).
-HASH_THREADS = 8
 
 
 def object_md5(bucket: ObjectStore, info) -> str:
@@ -232,6 +232,7 @@ def reconcile(scan: ScanResult, bucket: ObjectStore, pseudonymizer: Pseudonymize
     to_hash = [pair for (_, _, pair, _, _), keep in zip(nights, untouched, strict=True) if not keep]
     with ThreadPoolExecutor(max_workers=HASH_THREADS) as pool:
         hashed = iter(list(pool.map(lambda pair: content_version(bucket, pair), to_hash)))
+    to_write: list[NightSource] = []
     for (night, subject, pair, previous, same_files), keep in zip(nights, untouched, strict=True):
         version = previous.content_version if keep else next(hashed)
         source = NightSource(
@@ -256,7 +257,10 @@ def reconcile(scan: ScanResult, bucket: ObjectStore, pseudonymizer: Pseudonymize
         elif previous != source:
             result.reuploaded.append(night)
         if previous != source:
-            bucket.write_bytes(layout.raw_index(night), source.to_json_bytes())
+            to_write.append(source)
+    # Each index entry is written atomically and durably (fsync): in threads, the waits overlap.
+    with ThreadPoolExecutor(max_workers=WRITE_THREADS) as pool:
+        list(pool.map(lambda s: bucket.write_bytes(layout.raw_index(s.night), s.to_json_bytes()), to_write))
     return result
 
 
