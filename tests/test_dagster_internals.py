@@ -227,7 +227,7 @@ def test_backfill_loop_interval_is_the_patched_constant():
     assert "DEFAULT_DAEMON_INTERVAL_SECONDS - loop_duration" in source
     before = controller.DEFAULT_DAEMON_INTERVAL_SECONDS
     try:
-        assert daemon_main.patch_backfill_interval() == 0.5 and controller.DEFAULT_DAEMON_INTERVAL_SECONDS == 0.5
+        assert daemon_main.patch_backfill_interval() == 0.25 and controller.DEFAULT_DAEMON_INTERVAL_SECONDS == 0.25
     finally:
         controller.DEFAULT_DAEMON_INTERVAL_SECONDS = before
     assert callable(daemon_main.main)

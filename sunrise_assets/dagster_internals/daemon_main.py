@@ -1,7 +1,7 @@
 """`dagster-daemon run` as the daemon child of a command (`sunrise ingest` and the others that
 submit work and wait for it), with three changes that Dagster 1.13 has no setting for:
 
-- the backfill daemon's loop every ``SUNRISE_BACKFILL_INTERVAL_S`` seconds (default 0.5) instead of
+- the backfill daemon's loop every ``SUNRISE_BACKFILL_INTERVAL_S`` seconds (default 0.25) instead of
   Dagster's fixed 30: the command submits a backfill and waits for it, and a 30 s loop would add up
   to 30 s before the first run and again before the cross-night summary. The loop reads
   ``dagster._daemon.controller.DEFAULT_DAEMON_INTERVAL_SECONDS`` when it starts (the only other
@@ -54,7 +54,7 @@ FULL_ITERATION_S = 10.0
 
 
 def patch_backfill_interval() -> float:
-    seconds = float(os.environ.get(BACKFILL_INTERVAL_ENV, "0.5"))
+    seconds = float(os.environ.get(BACKFILL_INTERVAL_ENV, "0.25"))
     controller.DEFAULT_DAEMON_INTERVAL_SECONDS = seconds  # read by the backfill loop when it starts
     return seconds
 
