@@ -36,7 +36,7 @@ class NightKeys(list):
     first), with ``index`` answered from a dict: Dagster resolves a run's partition range by
     ``keys.index(start)`` and ``keys.index(end)`` on the whole list, and does so for every
     ``add_asset_metadata(partition_key=...)`` (a night and an asset each): O(all nights) per call,
-    1.6 s of a 100-night run at 50,000 nights."""
+    1.8 s of a 100-night run at 50,000 nights on PostgreSQL."""
 
     def __init__(self, keys) -> None:
         super().__init__(keys)
