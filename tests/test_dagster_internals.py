@@ -97,6 +97,63 @@ def test_partitions_read_once_reads_once_and_restores_the_instance(tmp_path):
             assert calls == ["nights", "nights"]
 
 
+def test_nested_partitions_read_once_share_the_outer_read(tmp_path):
+    """The runs' executor reads the nights once for the run; each step's own block inside it must
+    not read again (nor, when it ends, remove the run's)."""
+    from sunrise_assets.dagster_internals.step_events import partitions_read_once
+
+    with dagster.DagsterInstance.local_temp(str(tmp_path)) as instance:
+        instance.add_dynamic_partitions("nights", ["a", "b"])
+        calls = []
+        read = type(instance).get_dynamic_partitions
+
+        def counting(self, partitions_def_name):
+            calls.append(partitions_def_name)
+            return read(self, partitions_def_name)
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(type(instance), "get_dynamic_partitions", counting)
+            with partitions_read_once(instance):
+                for _ in range(3):  # three steps
+                    with partitions_read_once(instance):
+                        assert instance.has_dynamic_partition("nights", "a")
+                assert instance.get_dynamic_partitions("nights") == ["a", "b"]
+                assert "get_dynamic_partitions" in vars(instance)  # still the run's
+            assert calls == ["nights"]
+            assert "get_dynamic_partitions" not in vars(instance)
+
+
+def test_dagster_resolves_a_range_with_the_stores_own_list(tmp_path):
+    """Why NightKeys answers ``index`` from a dict: Dagster's DynamicPartitionsDefinition returns
+    the store's list as it is and resolves a run's range with ``keys.index(start)`` and
+    ``keys.index(end)`` on it (at every add_asset_metadata of a night). If Dagster copies the list
+    or stops using index, NightKeys no longer saves anything: look again at where the time goes."""
+    from sunrise_assets.dagster_internals.step_events import NightKeys, partitions_read_once
+
+    keys = NightKeys([f"n{i}" for i in range(10)] + ["n3"])
+    assert keys.index("n3") == 3 and keys.index("n3", 4) == 10 and keys == [*(f"n{i}" for i in range(10)), "n3"]
+    with pytest.raises(ValueError):
+        keys.index("absent")
+    assert "n9" in keys and "n10" not in keys
+
+    looked_up = []
+    original = NightKeys.index
+
+    def watched(self, key, *args):
+        looked_up.append(key)
+        return original(self, key, *args)
+
+    nights = dagster.DynamicPartitionsDefinition(name="nights")
+    with dagster.DagsterInstance.local_temp(str(tmp_path)) as instance, pytest.MonkeyPatch.context() as patch:
+        instance.add_dynamic_partitions("nights", [f"n{i}" for i in range(10)])
+        patch.setattr(NightKeys, "index", watched)
+        with partitions_read_once(instance), dagster.partition_loading_context(dynamic_partitions_store=instance):
+            assert nights.get_partition_keys() is instance.get_dynamic_partitions("nights")
+            in_range = nights.get_partition_keys_in_range(dagster.PartitionKeyRange("n2", "n5"))
+    assert in_range == ["n2", "n3", "n4", "n5"]
+    assert looked_up == ["n2", "n5"]
+
+
 def test_sqlite_event_log_internals():
     from dagster._core.storage.event_log import SqliteEventLogStorage
 

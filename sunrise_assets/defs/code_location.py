@@ -20,6 +20,7 @@ from sunrise_assets.defs.silver import psg_labels, silver_signals
 from sunrise_assets.defs.stage_model import production_model, stage_model
 from sunrise_assets.defs.validation_summary import validation_summary
 from sunrise_assets.defs.warehouse import epoch_features_long, night_scores, psg_epoch_labels, training_epochs
+from sunrise_assets.lib.run_executor import nights_read_once_per_run
 
 ASSETS = [
     raw_night,
@@ -70,7 +71,7 @@ def build_defs() -> Definitions:
         resources=resources,
         # Backfills and automation runs use this executor (not the job's): in-process, as the job,
         # since a process per step costs more than the step. SUNRISE_EXECUTOR=cloud_run: Cloud Run executions.
-        executor=executor_from_env(in_process_executor),
+        executor=executor_from_env(nights_read_once_per_run(in_process_executor)),
     )
 
 
