@@ -313,7 +313,15 @@ def test_daemon_child_runs_only_the_daemons_of_a_commands_work(tmp_path):
         assert daemon_cli.daemon_controller_from_instance is not saved[0]
         with DagsterInstance.from_config(str(tmp_path)) as instance:
             required = set(instance.get_required_daemon_types())
-            child = {d.daemon_type() for d in daemon_main.child_daemons(instance)}
+            daemons = daemon_main.child_daemons(instance)
+            child = {d.daemon_type() for d in daemons}
+            queue = next(d for d in daemons if d.daemon_type() == "QUEUED_RUN_COORDINATOR")
+            # The interval the daemon's loop sleeps by (IntervalDaemon.core_loop reads interval_seconds).
+            assert queue.interval_seconds == daemon_main.CHILD_DEQUEUE_INTERVAL_S < 1
+            from dagster._daemon.daemon import IntervalDaemon
+
+            assert isinstance(queue, IntervalDaemon)
+            assert "interval = self.interval_seconds" in inspect.getsource(IntervalDaemon.core_loop)
     finally:
         daemon_cli.daemon_controller_from_instance, controller.RELOAD_WORKSPACE_INTERVAL = saved
     # The embedded default needs sensors and automation too; the child leaves those to a real daemon.
