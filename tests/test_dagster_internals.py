@@ -8,6 +8,7 @@ that names it, instead of somewhere inside a run.
 from __future__ import annotations
 
 import inspect
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster
@@ -72,12 +73,12 @@ def test_the_step_context_still_passes_the_instance_as_partition_store():
     assert _params(dagster.DagsterInstance.has_dynamic_partition) >= {"partitions_def_name", "partition_key"}
 
 
-def test_partitions_read_once_reads_once_and_restores_the_instance(tmp_path):
-    from sunrise_assets.dagster_internals.step_events import partitions_read_once
-
+@contextmanager
+def _instance_counting_partition_reads(tmp_path):
+    """A local instance with nights a and b whose class records each read of the dynamic partitions."""
     with dagster.DagsterInstance.local_temp(str(tmp_path)) as instance:
         instance.add_dynamic_partitions("nights", ["a", "b"])
-        calls = []
+        calls: list[str] = []
         read = type(instance).get_dynamic_partitions
 
         def counting(self, partitions_def_name):
@@ -86,15 +87,22 @@ def test_partitions_read_once_reads_once_and_restores_the_instance(tmp_path):
 
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(type(instance), "get_dynamic_partitions", counting)
-            with partitions_read_once(instance):
-                assert instance.get_dynamic_partitions("nights") == ["a", "b"]
-                assert instance.has_dynamic_partition("nights", "b")
-                assert not instance.has_dynamic_partition("nights", "c")
-                assert instance.get_dynamic_partitions("nights") == ["a", "b"]
-            assert calls == ["nights"]
-            assert "get_dynamic_partitions" not in vars(instance)  # the instance's own methods are back
-            instance.get_dynamic_partitions("nights")
-            assert calls == ["nights", "nights"]
+            yield instance, calls
+
+
+def test_partitions_read_once_reads_once_and_restores_the_instance(tmp_path):
+    from sunrise_assets.dagster_internals.step_events import partitions_read_once
+
+    with _instance_counting_partition_reads(tmp_path) as (instance, calls):
+        with partitions_read_once(instance):
+            assert instance.get_dynamic_partitions("nights") == ["a", "b"]
+            assert instance.has_dynamic_partition("nights", "b")
+            assert not instance.has_dynamic_partition("nights", "c")
+            assert instance.get_dynamic_partitions("nights") == ["a", "b"]
+        assert calls == ["nights"]
+        assert "get_dynamic_partitions" not in vars(instance)  # the instance's own methods are back
+        instance.get_dynamic_partitions("nights")
+        assert calls == ["nights", "nights"]
 
 
 def test_nested_partitions_read_once_share_the_outer_read(tmp_path):
@@ -102,25 +110,15 @@ def test_nested_partitions_read_once_share_the_outer_read(tmp_path):
     not read again (nor, when it ends, remove the run's)."""
     from sunrise_assets.dagster_internals.step_events import partitions_read_once
 
-    with dagster.DagsterInstance.local_temp(str(tmp_path)) as instance:
-        instance.add_dynamic_partitions("nights", ["a", "b"])
-        calls = []
-        read = type(instance).get_dynamic_partitions
-
-        def counting(self, partitions_def_name):
-            calls.append(partitions_def_name)
-            return read(self, partitions_def_name)
-
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(type(instance), "get_dynamic_partitions", counting)
-            with partitions_read_once(instance):
-                for _ in range(3):  # three steps
-                    with partitions_read_once(instance):
-                        assert instance.has_dynamic_partition("nights", "a")
-                assert instance.get_dynamic_partitions("nights") == ["a", "b"]
-                assert "get_dynamic_partitions" in vars(instance)  # still the run's
-            assert calls == ["nights"]
-            assert "get_dynamic_partitions" not in vars(instance)
+    with _instance_counting_partition_reads(tmp_path) as (instance, calls):
+        with partitions_read_once(instance):
+            for _ in range(3):  # three steps
+                with partitions_read_once(instance):
+                    assert instance.has_dynamic_partition("nights", "a")
+            assert instance.get_dynamic_partitions("nights") == ["a", "b"]
+            assert "get_dynamic_partitions" in vars(instance)  # still the run's
+        assert calls == ["nights"]
+        assert "get_dynamic_partitions" not in vars(instance)
 
 
 def test_dagster_resolves_a_range_with_the_stores_own_list(tmp_path):
