@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -30,6 +31,9 @@ from typing import Protocol
 from sunalgo.recording import RecordingError, check_sample_rate, decode_message, parse_start_time
 from sunrise_assets.domain.input_validation import MAX_PSG_BYTES, MAX_RECORDING_BYTES, MAX_SCORING_BYTES
 from sunrise_assets.domain.psg_edf import PsgFormatError, read_edf_start_and_duration
+
+# Recordings whose headers are read at once (a local disk, or GCS downloads that overlap).
+READ_THREADS = 8
 
 MIN_OVERLAP_S = 3600.0
 MIN_OVERLAP_FRACTION = 0.5
@@ -184,7 +188,7 @@ def pair_patient(recordings: Iterable[RecordingRef], studies: Iterable[StudyRef]
 
 
 def _scan_recordings(bucket: Bucket, prefix: str, problems: list[str], *, under: str = "") -> list[RecordingRef]:
-    refs = []
+    candidates = []
     for obj in bucket.list(f"{prefix}/{under}"):
         parts = obj.path[len(prefix) + 1 :].split("/")
         if parts[-1].startswith("."):
@@ -192,15 +196,27 @@ def _scan_recordings(bucket: Bucket, prefix: str, problems: list[str], *, under:
         if len(parts) != 3 or not parts[2].lower().endswith(".pb"):
             problems.append(f"{obj.path}: not a recording at {prefix}/<site>/<patient-ref>/<name>.pb, ignored")
             continue
+        candidates.append((obj, parts))
+
+    def start_and_duration(obj) -> tuple[datetime, float] | Exception:
         try:
             if getattr(obj, "size", 0) > MAX_RECORDING_BYTES:  # refused from the listing, never read
                 raise RecordingError(
                     f"{obj.size} bytes, more than any Sunrise night ({MAX_RECORDING_BYTES >> 20} MiB): refused"
                 )
-            start, duration = read_recording_start_and_duration(bucket.read_bytes(obj.path))
+            return read_recording_start_and_duration(bucket.read_bytes(obj.path))
         except (RecordingError, OSError) as exc:
-            problems.append(f"{obj.path}: unreadable Sunrise recording: {exc}")
+            return exc
+
+    # Reads (and GCS downloads) overlap in threads; the results keep the listing's order.
+    with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
+        found = list(pool.map(start_and_duration, [obj for obj, _ in candidates]))
+    refs = []
+    for (obj, parts), result in zip(candidates, found, strict=True):
+        if isinstance(result, Exception):
+            problems.append(f"{obj.path}: unreadable Sunrise recording: {result}")
             continue
+        start, duration = result
         refs.append(RecordingRef(obj.path, parts[0], parts[1], start, duration, obj.generation))
     return refs
 
