@@ -216,6 +216,16 @@ def test_candidates_are_compared_and_dropped_without_touching_production(loop_en
     with _warehouse(work) as conn:
         assert {r[0] for r in conn.execute("SELECT DISTINCT candidate FROM candidate_scores")} == {"same", "worse"}
 
+    # both commands computed nothing in their own process: runs of backfills the daemon launched
+    import os
+
+    instance = loop_env["instance"]
+    for what in ("gold", "comparison"):
+        key = AssetKey(["candidate", "worse", what])
+        record = instance.fetch_materializations(AssetRecordsFilter(asset_key=key), limit=1).records[0]
+        assert instance.get_run_by_id(record.run_id).tags.get("dagster/backfill"), what
+        assert record.event_log_entry.dagster_event.pid != os.getpid(), what
+
     # the candidates' assets are in the code location, beside production
     from sunrise_assets.definitions import build_defs
 

@@ -22,18 +22,45 @@ candidate_app = typer.Typer(
 NameArg = Annotated[str, typer.Argument(help="Candidate name: lower-case letters, digits and _.")]
 
 
-def _materialize(name: str, what: str) -> str:
-    """One run of a candidate asset on the instance; returns the run id (UserError when it fails)."""
+def _materialize(name: str, what: str, *, in_process: bool = False) -> str:
+    """One run of a candidate asset, submitted to the instance like `sunrise ingest`'s (its queue,
+    launcher, monitoring and retries; the command's daemon child when no daemon serves the
+    instance) and waited for, or with ``in_process`` executed here. Returns the run id (UserError
+    when it fails)."""
     from dagster import DagsterInstance
 
+    from sunrise_assets.cli.nights import wait_for
     from sunrise_assets.defs.candidate_assets import candidate_key
-    from sunrise_assets.lib.model_ops import materialize
+    from sunrise_assets.lib.model_ops import materialize, materialize_queued
+    from sunrise_assets.lib.queued_work import DaemonChild
 
+    key = candidate_key(name, what)  # the code location reads the candidates' registry when it loads
     with DagsterInstance.get() as instance:
-        result, error = materialize(instance, candidate_key(name, what))  # the code location reads the registry
-    if error:
-        raise UserError(f"candidate {name}: {what} failed (run {result.run_id}): {error}")
-    return result.run_id
+        if in_process:
+            result, error = materialize(instance, key)
+            run_id = result.run_id
+        else:
+            with DaemonChild(instance, settings.dagster_home() / "daemon.log") as daemon:
+                daemon.ensure()
+                run_id, error = wait_for(
+                    lambda on_work: materialize_queued(
+                        instance, key, trigger=f"candidate {what}", daemon=daemon, on_work=on_work
+                    ),
+                    what=f"candidate {'run' if what == 'gold' else 'compare'} {name}",
+                )
+                if error and not daemon.ours:
+                    error += (
+                        " (a daemon that was already running knows a new candidate only once its code location "
+                        "is reloaded: Reload in the UI's Deployment page, or run with --in-process)"
+                    )
+    if error or run_id is None:
+        raise UserError(f"candidate {name}: {what} failed (run {run_id}): {error or 'no run was made'}")
+    return run_id
+
+
+InProcessOpt = Annotated[
+    bool, typer.Option("--in-process", help="Execute in this process instead of a run submitted to the instance.")
+]
 
 
 def _scored_nights(bucket, *, held_out_only: bool) -> list[str]:
@@ -88,6 +115,7 @@ def run(
         Optional[list[str]], typer.Option("--nights", help="Nights to run it on (repeat); default: held-out subjects'.")
     ] = None,
     all_nights: Annotated[bool, typer.Option("--all-nights", help="Every night production has scored.")] = False,
+    in_process: InProcessOpt = False,
     workdir: WorkdirOpt = None,
 ) -> None:
     """Compute gold for a candidate on chosen nights, in its own namespace (production untouched): other
@@ -123,7 +151,7 @@ def run(
         bucket.write_bytes(candidates.code_archive_path(name), candidate_code.to_tar(snapshot.files))
     code = snapshot.identity if snapshot is not None else None
     candidates.save(bucket, candidates.Candidate(name, version, chosen, source, code))
-    run_id = _materialize(name, "gold")
+    run_id = _materialize(name, "gold", in_process=in_process)
     out.print(
         f"candidate {name}: model {version}, {candidate_code.describe(code)}, on {len(chosen)} nights -> "
         f"{candidates.prefix(name)}gold/ and table candidate_scores (run {run_id[:8]}); compare it with: "
@@ -135,6 +163,7 @@ def run(
 def compare(
     name: NameArg,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the report to this JSON file.")] = None,
+    in_process: InProcessOpt = False,
     workdir: WorkdirOpt = None,
 ) -> None:
     """Compare a candidate with production on its nights: biases, limits of agreement, changes with paired
@@ -150,7 +179,7 @@ def compare(
         candidates.load(bucket, name)
     except ValueError as exc:
         raise UserError(str(exc)) from exc
-    _materialize(name, "comparison")
+    _materialize(name, "comparison", in_process=in_process)
     report = candidates.load_comparison(bucket, name)
     code = candidate_code.describe(report.get("candidate_code"))
     out.print(f"candidate {name}: model {report['candidate_model_version']}, {code}")

@@ -48,18 +48,26 @@ def fit_model(instance: DagsterInstance) -> FitReport:
     return FitReport(result.run_id, str(materialization.metadata["model_version"].value), None)
 
 
-def fit_model_queued(instance: DagsterInstance, daemon=None, on_work=None) -> FitReport:
-    """stage_model submitted to the instance (queue, limits, launcher, monitoring, retries) as a
-    backfill of its own, served by ``daemon`` (the caller's DaemonChild) when none serves the
-    instance; waited for. ``on_work`` gets the QueuedWork first (an interrupt stops its run)."""
-    from dagster import AssetRecordsFilter
-
+def materialize_queued(
+    instance: DagsterInstance, key: AssetKey, *, trigger: str, daemon=None, on_work=None
+) -> tuple[str | None, str | None]:
+    """One unpartitioned asset submitted to the instance (queue, limits, launcher, monitoring,
+    retries) as a backfill of its own, served by ``daemon`` (the caller's DaemonChild) when none
+    serves the instance; waited for. (run id, error). ``on_work`` gets the QueuedWork first (an
+    interrupt stops its run)."""
     from sunrise_assets.lib.queued_work import QueuedWork
 
-    work = QueuedWork(instance, [], [], trigger="fit-model", daemon=daemon)
+    work = QueuedWork(instance, [], [], trigger=trigger, daemon=daemon)
     if on_work:
         on_work(work)
-    run_id, error = work.summary([STAGE_MODEL])
+    return work.summary([key])
+
+
+def fit_model_queued(instance: DagsterInstance, daemon=None, on_work=None) -> FitReport:
+    """stage_model submitted to the instance and waited for (``materialize_queued``)."""
+    from dagster import AssetRecordsFilter
+
+    run_id, error = materialize_queued(instance, STAGE_MODEL, trigger="fit-model", daemon=daemon, on_work=on_work)
     if error or run_id is None:
         return FitReport(run_id or "", None, error or "no run was made")
     record = instance.fetch_materializations(AssetRecordsFilter(asset_key=STAGE_MODEL), limit=1).records[0]
