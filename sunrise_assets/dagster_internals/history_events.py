@@ -28,6 +28,7 @@ from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
 
 __all__ = [
     "CODE_VERSION_TAG",
+    "RUNLESS_JOB_NAME",
     "RUNLESS_RUN_ID",
     "materialization_entry",
     "planned_entry",
