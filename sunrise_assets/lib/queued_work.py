@@ -222,15 +222,43 @@ class Watcher:
         self.finals = tuple(finals)
         self.cursor = cursor
         self._failures: dict[str, dict[str, str]] = {}  # run id -> night -> message (read once per run)
+        # A poll every 0.5 s for as long as the runs take, on the cores the runs need: what has not
+        # changed is not read again (the nights done, the registered nights' order).
+        self._done: set[str] = set()
+        self._done_at: int | None = None  # the newest event when _done was read
+        self._ordered: list[str] = []
+        self._order: dict[str, int] = {}
+
+    def _nights_done(self) -> set[str]:
+        """Wanted nights with every final asset materialized after the cursor; read again only when
+        the event log has a newer event (a materialization is one)."""
+        newest = event_cursor(self.instance)
+        if newest != self._done_at:
+            sets = [self.instance.get_materialized_partitions(k, after_cursor=self.cursor) for k in self.finals]
+            self._done = set.intersection(*sets) & self.wanted if sets else set()
+            self._done_at = newest
+        return set(self._done)
+
+    def _night_order(self, records) -> tuple[dict[str, int], list[str]]:
+        """The registered nights in order, read again only when a run names a night not in it (nights
+        are added at the end; a forgotten night only shifts what is shown in flight)."""
+        named = {
+            tags[t]
+            for tags in (r.dagster_run.tags for r in records)
+            for t in (ASSET_PARTITION_RANGE_START_TAG, ASSET_PARTITION_RANGE_END_TAG)
+            if t in tags
+        }
+        if not self._ordered or not named <= self._order.keys():
+            self._ordered = list(self.instance.get_dynamic_partitions(nights_partitions.name))
+            self._order = {night: i for i, night in enumerate(self._ordered)}
+        return self._order, self._ordered
 
     def poll(self) -> Progress:
         instance = self.instance
         progress = Progress(self.wanted)
-        sets = [instance.get_materialized_partitions(key, after_cursor=self.cursor) for key in self.finals]
-        progress.done = set.intersection(*sets) & self.wanted if sets else set()
-        ordered = instance.get_dynamic_partitions(nights_partitions.name)
-        order = {night: i for i, night in enumerate(ordered)}
+        progress.done = self._nights_done()
         records = runs_of(instance, self.backfill_ids)
+        order, ordered = self._night_order(records)
         progress.runs = len(records)
         for record in records:
             run = record.dagster_run
