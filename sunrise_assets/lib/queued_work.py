@@ -209,7 +209,7 @@ class Progress:
     run_ids: list[str] = field(default_factory=list)
     over: bool = False
     done_so_far: int = 0  # this round's and the rounds' before
-    backfill_statuses: dict[str, str] = field(default_factory=dict)
+    backfill_statuses: dict[str, str] = field(default_factory=dict)  # read once no run is live
 
 
 class Watcher:
@@ -277,20 +277,22 @@ class Watcher:
         for night in progress.done:  # a night failed by one run and done by its retry is done
             progress.failed.pop(night, None)
         progress.failed = {n: m for n, m in progress.failed.items() if n in self.wanted}
+        all_runs_over = all(r.dagster_run.status in TERMINAL_RUN for r in records) and not any(
+            r.dagster_run.status == DagsterRunStatus.FAILURE and r.dagster_run.tags.get(WILL_RETRY_TAG) == "true"
+            for r in records
+        )
+        if not all_runs_over:
+            return progress  # not over while a run is live: the backfills' status can wait
         statuses = {}
         for backfill_id in self.backfill_ids:
             backfill = instance.get_backfill(backfill_id)
             statuses[backfill_id] = backfill.status.value if backfill else "GONE"
         progress.backfill_statuses = statuses
-        all_runs_over = all(r.dagster_run.status in TERMINAL_RUN for r in records) and not any(
-            r.dagster_run.status == DagsterRunStatus.FAILURE and r.dagster_run.tags.get(WILL_RETRY_TAG) == "true"
-            for r in records
-        )
         backfills_over = all(s not in {v.value for v in IN_FLIGHT} for s in statuses.values())
         # Over when the daemon says so, or when every wanted night is accounted for and no run is
         # left (the daemon marks a backfill complete at its next iteration, seconds later).
         accounted = self.wanted <= progress.done | set(progress.failed)
-        progress.over = (backfills_over and all_runs_over) or (accounted and all_runs_over)
+        progress.over = backfills_over or accounted
         return progress
 
     def _own_failures(self, run, order, ordered) -> dict[str, str]:
