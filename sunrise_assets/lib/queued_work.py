@@ -610,11 +610,13 @@ class QueuedWork:
         deadline = time.time() + timeout
         while time.time() < deadline and any(r.dagster_run.status in LIVE_RUN for r in runs_of(self.instance, ids)):
             time.sleep(0.2)
-        # Our daemon marks a cancelled backfill CANCELED at its next iteration (seconds): let it, so
-        # that the UI and the next command see it ended (otherwise the next daemon does it).
-        while cancel and ours and time.time() < deadline and self.daemon.ours:
+        # Our daemon marks a cancelled backfill CANCELED at its next iteration (seconds), and a left
+        # one whose runs it saw stopped goes FAILING -> COMPLETED_FAILED the same way: let it, so
+        # that the UI and the next command see it in a settled state (otherwise the next daemon does it).
+        unsettled = IN_FLIGHT if cancel else (BulkActionStatus.FAILING,)
+        while ours and time.time() < deadline and self.daemon.ours:
             backfills = [self.instance.get_backfill(b) for b in ids]
-            if not any(b is not None and b.status in IN_FLIGHT for b in backfills):
+            if not any(b is not None and b.status in unsettled for b in backfills):
                 break
             time.sleep(0.2)
 
