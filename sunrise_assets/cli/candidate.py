@@ -29,10 +29,9 @@ def _materialize(name: str, what: str, *, in_process: bool = False) -> str:
     when it fails)."""
     from dagster import DagsterInstance
 
-    from sunrise_assets.cli.nights import wait_for
+    from sunrise_assets.cli.nights import wait_with_daemon
     from sunrise_assets.defs.candidate_assets import candidate_key
     from sunrise_assets.lib.model_ops import materialize, materialize_queued
-    from sunrise_assets.lib.queued_work import DaemonChild
 
     key = candidate_key(name, what)  # the code location reads the candidates' registry when it loads
     with DagsterInstance.get() as instance:
@@ -40,19 +39,18 @@ def _materialize(name: str, what: str, *, in_process: bool = False) -> str:
             result, error = materialize(instance, key)
             run_id = result.run_id
         else:
-            with DaemonChild(instance, settings.dagster_home() / "daemon.log") as daemon:
-                daemon.ensure()
-                run_id, error = wait_for(
-                    lambda on_work: materialize_queued(
-                        instance, key, trigger=f"candidate {what}", daemon=daemon, on_work=on_work
-                    ),
-                    what=f"candidate {'run' if what == 'gold' else 'compare'} {name}",
+            (run_id, error), daemon_elsewhere = wait_with_daemon(
+                instance,
+                lambda daemon, on_work: materialize_queued(
+                    instance, key, trigger=f"candidate {what}", daemon=daemon, on_work=on_work
+                ),
+                what=f"candidate {'run' if what == 'gold' else 'compare'} {name}",
+            )
+            if error and daemon_elsewhere:
+                error += (
+                    " (a daemon that was already running knows a new candidate only once its code location "
+                    "is reloaded: Reload in the UI's Deployment page, or run with --in-process)"
                 )
-                if error and not daemon.ours:
-                    error += (
-                        " (a daemon that was already running knows a new candidate only once its code location "
-                        "is reloaded: Reload in the UI's Deployment page, or run with --in-process)"
-                    )
     if error or run_id is None:
         raise UserError(f"candidate {name}: {what} failed (run {run_id}): {error or 'no run was made'}")
     return run_id

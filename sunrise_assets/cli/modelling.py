@@ -58,10 +58,9 @@ def fit_model(
 
     from dagster import DagsterInstance
 
-    from sunrise_assets.cli.nights import wait_for
+    from sunrise_assets.cli.nights import wait_with_daemon
     from sunrise_assets.lib.model_ops import fit_model as fit_in_process
     from sunrise_assets.lib.model_ops import fit_model_queued
-    from sunrise_assets.lib.queued_work import DaemonChild
 
     settings.use_workdir(workdir or settings.workdir())
     with DagsterInstance.get() as instance:
@@ -70,11 +69,11 @@ def fit_model(
         else:
             # Ctrl-C or SIGTERM: the run is cancelled or left like ingest's (wait_for), before the
             # daemon child stops.
-            with DaemonChild(instance, settings.dagster_home() / "daemon.log") as daemon:
-                daemon.ensure()
-                report = wait_for(
-                    lambda on_work: fit_model_queued(instance, daemon=daemon, on_work=on_work), what="fit-model"
-                )
+            report, _ = wait_with_daemon(
+                instance,
+                lambda daemon, on_work: fit_model_queued(instance, daemon=daemon, on_work=on_work),
+                what="fit-model",
+            )
     if report.error or report.version is None:
         raise UserError(f"fitting failed (run {report.run_id}): {report.error}")
     _print_card(report.version)

@@ -243,6 +243,18 @@ def wait_for(submit, *, what: str, on_interrupt: OnInterrupt = OnInterrupt.ask, 
         signal.signal(signal.SIGTERM, previous)
 
 
+def wait_with_daemon(instance, submit, *, what: str):
+    """``submit(daemon, on_work)`` waited for like ``wait_for``, served by this command's daemon child
+    when no daemon serves the instance (it loads while the command goes on). Returns the result and
+    whether the daemon was another's (a running `sunrise ui`, say)."""
+    from sunrise_assets.lib.queued_work import DaemonChild
+
+    with DaemonChild(instance, settings.dagster_home() / "daemon.log") as daemon:
+        daemon.ensure()
+        result = wait_for(lambda on_work: submit(daemon, on_work), what=what)
+        return result, not daemon.ours
+
+
 def print_submitted(submitted: list[str], joined: list[str], instance, what: str) -> None:
     """--no-wait: where the work is and who will do it."""
     from sunrise_assets.lib.queued_work import daemon_alive, ui_url
