@@ -46,6 +46,8 @@ TRIGGER_TAG = "sunrise/trigger"
 # A daemon whose heartbeat is older than this is taken for gone (Dagster's daemons beat every 30 s).
 HEARTBEAT_FRESH_S = 90.0
 IN_FLIGHT = (BulkActionStatus.REQUESTED, BulkActionStatus.CANCELING)
+# How long a stopping command gives its daemon child to settle its backfills (a full iteration is due every 10 s).
+SETTLE_S = 15.0
 TERMINAL_RUN = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
 LIVE_RUN = (
     DagsterRunStatus.QUEUED,
@@ -598,7 +600,8 @@ class QueuedWork:
         joined) are cancelled and their runs in flight stopped. Otherwise they stay for later; with
         this command's own daemon, the runs in flight are stopped first (no one would be left to
         watch them) and redone by the next command. Waits (at most ``timeout`` s) until no run of
-        theirs is live and, with our daemon, until it has marked the cancelled backfills."""
+        theirs is live and, with our daemon, until it has settled the backfills (CANCELED, or
+        COMPLETED_FAILED for a left one), so that no iteration of it is at work on one when it stops."""
         ids = list(self.watching) or self.outcome.submitted + self.outcome.joined
         ours = self.daemon is not None and self.daemon.ours
         if cancel:
@@ -610,14 +613,21 @@ class QueuedWork:
         deadline = time.time() + timeout
         while time.time() < deadline and any(r.dagster_run.status in LIVE_RUN for r in runs_of(self.instance, ids)):
             time.sleep(0.2)
-        # Our daemon marks a cancelled backfill CANCELED at its next iteration (seconds), and a left
-        # one whose runs it saw stopped goes FAILING -> COMPLETED_FAILED the same way: let it, so
-        # that the UI and the next command see it in a settled state (otherwise the next daemon does it).
-        unsettled = IN_FLIGHT if cancel else (BulkActionStatus.FAILING,)
+        # With our daemon, let it settle the backfills before it is stopped: at its next iteration
+        # (seconds) a cancelled one goes CANCELED, and a left one whose runs have all stopped has
+        # nothing more to request and goes COMPLETED_FAILED (its nights are the next command's).
+        # Stopping the daemon earlier left one FAILING in CI: an iteration still at work on it when
+        # the daemon stopped. A settled backfill is never iterated again.
+        unsettled = (*IN_FLIGHT, BulkActionStatus.FAILING)
+        deadline = max(deadline, time.time() + SETTLE_S)
         while ours and time.time() < deadline and self.daemon.ours:
             backfills = [self.instance.get_backfill(b) for b in ids]
             if not any(b is not None and b.status in unsettled for b in backfills):
                 break
+            # A left backfill has requested all its nights (one round of runs): should the daemon
+            # still launch one, it is stopped like the others (its nights are the next command's).
+            new = [r.dagster_run.run_id for r in runs_of(self.instance, ids) if r.dagster_run.status in LIVE_RUN]
+            live.extend(stop_runs(self.instance, [run_id for run_id in new if run_id not in live]))
             time.sleep(0.2)
 
 
