@@ -370,6 +370,33 @@ def test_daemon_child_skips_a_backfill_iteration_when_nothing_it_acts_on_changed
         assert calls[-1] == {"backfill_futures": {}}
 
 
+def test_run_storage_changes_sees_every_commit_to_the_sqlite_run_storage(tmp_path):
+    """The daemon child's cheap gate: SQLite's data_version on the run storage's file (found from
+    SqliteRunStorage's private connection string) changes with every run or backfill written by
+    another connection, and not otherwise; a storage that is not SQLite always counts as changed."""
+    from dagster import DagsterInstance, DagsterRun, DagsterRunStatus
+
+    from sunrise_assets.dagster_internals import daemon_main
+
+    (tmp_path / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
+    with DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert instance.run_storage._conn_string.startswith("sqlite:///")
+        changes = daemon_main.RunStorageChanges(instance)
+        assert changes._path == str(tmp_path / "history" / "runs.db")
+        assert changes.changed()  # the first call
+        assert not changes.changed() and not changes.changed()
+        instance.add_run(DagsterRun(job_name="j", run_id="r1", status=DagsterRunStatus.NOT_STARTED))
+        assert changes.changed() and not changes.changed()
+        instance.report_run_canceled(instance.get_run_by_id("r1"))
+        assert changes.changed() and not changes.changed()
+
+    class NotSqlite:
+        run_storage = object()
+
+    other = daemon_main.RunStorageChanges(NotSqlite())
+    assert other.changed() and other.changed()
+
+
 def test_runless_observations_in_one_batch_read_back_as_the_public_call_stores_them(tmp_path, monkeypatch):
     """report_runless_observations (the raw data versions of registered nights, as one batch) stores
     what instance.report_runless_asset_event stores, one by one, read back through the public API:
