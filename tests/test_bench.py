@@ -105,6 +105,13 @@ def test_bench_writes_every_figure(tmp_path):
         assert result["ratios"][key] is not None, key
     assert result["ingest"]["returncode"] == 0 and result["ingest"]["nights_materialized"] == 3
     assert result["ratios"]["ingest_over_floor_wall"] > 0
+    # The command's timeline: every run of it, in order, inside the command's own wall time.
+    timeline = result["ingest"]["timeline_s"]
+    assert len(timeline["runs"]) == result["ingest"]["runs"] and timeline["backfills_submitted"]
+    assert abs(timeline["exited"] - result["ingest"]["wall_s"]) < 1.0
+    for run in timeline["runs"]:
+        assert 0 < timeline["backfills_submitted"][0] <= run["created"] <= run["started"] <= run["ended"]
+        assert run["ended"] < timeline["exited"] and run["backfill"]
     assert len(result["targets"]) == 8 and all("met" in t and "measured" in t for t in result["targets"])
 
     # The candidate phase: a parameters candidate over every night of the platform run, then compared.

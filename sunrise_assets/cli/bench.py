@@ -816,6 +816,7 @@ def measure_ingest(run: RunDir, on_nights: Callable[[int], None], *, timeout_s: 
     env = {**os.environ, **run.env, "CI": "true"}
     log_path = run.root / "ingest.log"
     with TreeSampler(_role, include_self=False) as sampler, log_path.open("ab") as log:
+        started_at = time.time()
         process = subprocess.Popen(
             [sys.executable, "-m", "sunrise_assets.cli", "ingest", "--workdir", str(run.root)],
             env=env,
@@ -829,11 +830,13 @@ def measure_ingest(run: RunDir, on_nights: Callable[[int], None], *, timeout_s: 
         except subprocess.TimeoutExpired:
             _stop(process)
             returncode = "TIMEOUT"
+        ended_at = time.time()
     _use(run)
     with DagsterInstance.get() as instance:
         done = set.intersection(*(set(instance.get_materialized_partitions(k)) for k in FINAL_ASSETS))
         records = instance.get_run_records()
         nights = len(instance.get_dynamic_partitions("nights"))
+        backfills = instance.get_backfills()
     on_nights(len(done))
     figures = sampler.figures(nights)
     figures.update(
@@ -846,10 +849,36 @@ def measure_ingest(run: RunDir, on_nights: Callable[[int], None], *, timeout_s: 
             "nights_materialized": len(done),
             "runs": len(records),
             "runs_failed": sum(r.dagster_run.status != DagsterRunStatus.SUCCESS for r in records),
+            "timeline_s": ingest_timeline(started_at, ended_at, backfills, records),
             "log": str(log_path),
         }
     )
     return figures
+
+
+def ingest_timeline(started_at: float, ended_at: float, backfills: list, records: list) -> dict[str, Any]:
+    """Where the command's wall time went, in seconds from its start: each backfill's submission
+    and each run's creation, start and end (from the instance), and the command's exit."""
+
+    def since(timestamp: float | None) -> float | None:
+        return None if timestamp is None else round(timestamp - started_at, 2)
+
+    runs = sorted(records, key=lambda r: r.create_timestamp.timestamp())
+    return {
+        "backfills_submitted": [
+            since(b.backfill_timestamp) for b in sorted(backfills, key=lambda b: b.backfill_timestamp)
+        ],
+        "runs": [
+            {
+                "created": since(r.create_timestamp.timestamp()),
+                "started": since(r.start_time),
+                "ended": since(r.end_time),
+                "backfill": r.dagster_run.tags.get("dagster/backfill"),
+            }
+            for r in runs
+        ],
+        "exited": since(ended_at),
+    }
 
 
 def asset_time_share(instance, total_cpu: float) -> tuple[dict[str, Any], int]:
