@@ -608,10 +608,13 @@ class QueuedWork:
             cancel_backfills(self.instance, ids)
         if not (cancel or ours):
             return
-        live = [r.dagster_run.run_id for r in runs_of(self.instance, ids) if r.dagster_run.status in LIVE_RUN]
-        stop_runs(self.instance, live)
+
+        def live_runs() -> list[str]:
+            return [r.dagster_run.run_id for r in runs_of(self.instance, ids) if r.dagster_run.status in LIVE_RUN]
+
+        asked = stop_runs(self.instance, live_runs())
         deadline = time.time() + timeout
-        while time.time() < deadline and any(r.dagster_run.status in LIVE_RUN for r in runs_of(self.instance, ids)):
+        while time.time() < deadline and live_runs():
             time.sleep(0.2)
         # With our daemon, let it settle the backfills before it is stopped: at its next iteration
         # (seconds) a cancelled one goes CANCELED, and a left one whose runs have all stopped has
@@ -626,8 +629,7 @@ class QueuedWork:
                 break
             # A left backfill has requested all its nights (one round of runs): should the daemon
             # still launch one, it is stopped like the others (its nights are the next command's).
-            new = [r.dagster_run.run_id for r in runs_of(self.instance, ids) if r.dagster_run.status in LIVE_RUN]
-            live.extend(stop_runs(self.instance, [run_id for run_id in new if run_id not in live]))
+            asked += stop_runs(self.instance, [run_id for run_id in live_runs() if run_id not in asked])
             time.sleep(0.2)
 
 
