@@ -195,6 +195,8 @@ def test_domain_code_does_not_reach_into_dagster_rooms():
 
 def test_settings_and_help_import_no_dagster():
     assert _dagster_free(["sunrise_assets.settings"]) == "ok"
+    # `sunrise ingest` starts its daemon child before it imports Dagster (the child loads meanwhile).
+    assert _dagster_free(["sunrise_assets.lib.daemon_child", "sunrise_assets.cli.console"]) == "ok"
     code = (
         "import sys\n"
         "sys.argv = ['sunrise', '--help']\n"

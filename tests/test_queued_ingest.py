@@ -71,7 +71,15 @@ def _ingest(work: Path, *args: str, log: Path | None = None) -> subprocess.Popen
 
 
 def _instance(work: Path) -> DagsterInstance:
-    return DagsterInstance.from_config(str(work / "dagster_home"))
+    """The work directory's instance, made under the commands' lock (``open_instance``): a new SQLite
+    instance opened by two processes at once migrates twice (two alembic heads)."""
+    import fcntl
+
+    home = work / "dagster_home"
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / ".sunrise-init.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return DagsterInstance.from_config(str(home))
 
 
 def _processes_of(work: Path) -> list[tuple[int, str]]:
@@ -194,7 +202,6 @@ def test_two_commands_at_once_compute_each_night_once(tmp_path):
 
 def _until_some_runs_started(work: Path, log: Path) -> None:
     """Until a run is in the middle of its nights: some bronze written, no night in the warehouse."""
-    # The command has made the instance (opened together, a new SQLite instance migrates twice).
     _wait(lambda: (work / "dagster_home" / "daemon.log").exists(), 300, "the daemon child", log)
     with _instance(work) as instance:
         _wait(
@@ -591,3 +598,54 @@ def test_a_night_bad_on_its_own_data_stays_failed_and_is_not_retried(tmp_path):
         assert any(r.status == DagsterRunStatus.FAILURE for r in runs)
         for key in FINALS:
             assert instance.get_materialized_partitions(key) == set(keys.values()) - {bad_key}
+
+
+def test_an_early_daemon_child_serves_alone_and_steps_aside_for_a_daemon_already_serving(tmp_path, monkeypatch):
+    """`sunrise ingest` starts its daemon child before it has opened the instance: the child itself
+    checks that no daemon serves the instance. Alone, it serves (heartbeats) and its stop wipes its
+    heartbeats; under a deployment's `dagster-daemon run`, it says so and exits without starting, and
+    leaves that daemon's heartbeats alone."""
+    from sunrise_assets import settings
+    from sunrise_assets.lib.daemon_child import DaemonChild, daemon_alive
+
+    work = tmp_path / "work"
+    for name in [k for k in os.environ if k.startswith(("SUNRISE_", "DAGSTER_"))]:
+        monkeypatch.delenv(name)
+    for name, value in _env(work).items():
+        monkeypatch.setenv(name, value)
+    settings.use_workdir(work)  # dagster.yaml in DAGSTER_HOME, as the command makes it
+    log = work / "dagster_home" / "daemon.log"
+
+    alone = DaemonChild(None, log)
+    alone.start_early()
+    assert alone.ensure() == "ours"
+    with _instance(work) as instance:
+        _wait(lambda: daemon_alive(instance), 180, "the early child's heartbeats", log)
+        alone.instance = instance
+        alone.stop()
+        assert not daemon_alive(instance)
+
+    deployed = subprocess.Popen(
+        [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml")],
+        env=_env(work),
+        cwd=REPO,
+        stdout=open(tmp_path / "deployed.log", "ab"),  # noqa: SIM115 - closed with the process
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        with _instance(work) as instance:
+            _wait(lambda: daemon_alive(instance), 180, "the deployed daemon's heartbeats", tmp_path / "deployed.log")
+            beats = {k: v.daemon_id for k, v in instance.get_daemon_heartbeats().items()}
+            aside = DaemonChild(None, log)
+            aside.start_early()
+            child = aside.process
+            assert aside.ensure() == "other"
+            assert child.wait(30) == 0 and not aside.ours
+            aside.stop()
+            assert daemon_alive(instance)
+            assert {k: v.daemon_id for k, v in instance.get_daemon_heartbeats().items()} == beats
+    finally:
+        os.killpg(deployed.pid, signal.SIGTERM)
+        deployed.wait(60)
+        _kill_everything_of(work)

@@ -3,7 +3,11 @@ module each) and turns user errors into one line; output helpers live in ``conso
 
 from __future__ import annotations
 
+import atexit
+import logging
+import os
 import sys
+import threading
 
 import typer
 
@@ -58,7 +62,25 @@ def main() -> None:
         error_exit(exc.format_message(), exc.exit_code)
     except typer.Abort:
         error_exit("aborted", 1)
-    sys.exit(code if isinstance(code, int) else 0)
+    code = code if isinstance(code, int) else 0
+    if "dagster" in sys.modules:
+        exit_without_finalization(code)
+    sys.exit(code)
+
+
+def exit_without_finalization(code: int) -> None:
+    """Exit once the command's work is over, its output flushed and its exit handlers run, without
+    the interpreter's finalization: with Dagster loaded (gRPC, SQLAlchemy, ~2,000 modules) that took
+    0.65 s after every command on the 2-core VM, nothing in it being the command's (its stores are
+    committed). Threads of the command that are not daemons are waited for first, as at a normal exit."""
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

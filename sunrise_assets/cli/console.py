@@ -42,11 +42,15 @@ def bucket_from_option(bucket: Optional[str]) -> BucketResource:
     """The bucket of a --bucket option (sets SUNRISE_BUCKET for this process and its runs) or of the settings."""
     from resources.bucket import BucketResource
 
-    if bucket is not None:
-        os.environ["SUNRISE_BUCKET"] = (
-            bucket if bucket.startswith("gs://") else str(Path(bucket).expanduser().resolve())
-        )
+    use_bucket_option(bucket)
     return BucketResource(url=settings.bucket_url(), raw_url=settings.raw_bucket_url())
+
+
+def use_bucket_option(bucket: Optional[str]) -> None:
+    """A --bucket option, set as SUNRISE_BUCKET for this process and its children (no Dagster import)."""
+    if bucket is not None:
+        local = not bucket.startswith("gs://")
+        os.environ["SUNRISE_BUCKET"] = str(Path(bucket).expanduser().resolve()) if local else bucket
 
 
 def warehouse_from_settings(url: Optional[str] = None):

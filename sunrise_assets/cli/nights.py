@@ -23,6 +23,7 @@ from sunrise_assets.cli.console import (
     bucket_from_option,
     out,
     progress_bar,
+    use_bucket_option,
     warehouse_from_settings,
 )
 
@@ -201,7 +202,7 @@ def wait_for(submit, *, what: str, on_interrupt: OnInterrupt = OnInterrupt.ask, 
     the runs that this command's daemon child started are stopped, and the daemon child too (by the
     caller's ``DaemonChild``), so nothing of this command is left running."""
     from sunrise_assets.cli.console import console
-    from sunrise_assets.lib.queued_work import daemon_alive
+    from sunrise_assets.lib.daemon_child import daemon_alive
 
     holder: dict = {}
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
@@ -247,7 +248,7 @@ def wait_with_daemon(instance, submit, *, what: str):
     """``submit(daemon, on_work)`` waited for like ``wait_for``, served by this command's daemon child
     when no daemon serves the instance (it loads while the command goes on). Returns the result and
     whether the daemon was another's (a running `sunrise ui`, say)."""
-    from sunrise_assets.lib.queued_work import DaemonChild
+    from sunrise_assets.lib.daemon_child import DaemonChild
 
     with DaemonChild(instance, settings.dagster_home() / "daemon.log") as daemon:
         daemon.ensure()
@@ -257,7 +258,8 @@ def wait_with_daemon(instance, submit, *, what: str):
 
 def print_submitted(submitted: list[str], joined: list[str], instance, what: str) -> None:
     """--no-wait: where the work is and who will do it."""
-    from sunrise_assets.lib.queued_work import daemon_alive, ui_url
+    from sunrise_assets.lib.daemon_child import daemon_alive
+    from sunrise_assets.lib.queued_work import ui_url
 
     for backfill_id in submitted:
         out.print(f"submitted backfill [bold]{backfill_id}[/]: {ui_url(backfill_id)} (with `sunrise ui`)")
@@ -272,33 +274,26 @@ def print_submitted(submitted: list[str], joined: list[str], instance, what: str
         )
 
 
-def run_ingest(
-    batch_size: int, *, in_process: bool = False, wait: bool = True, on_interrupt: OnInterrupt = OnInterrupt.ask
-):
-
+def _ingest_with(bucket, daemon, batch_size: int, *, in_process: bool, wait: bool, on_interrupt: OnInterrupt):
+    """``run_ingest``'s work, with its daemon child (started early, or not at all)."""
     from sunrise_assets.lib.ingest import NoRawFolder, ingest_queued, require_raw_folder
     from sunrise_assets.lib.ingest import ingest as do_ingest
-    from sunrise_assets.lib.queued_work import DaemonChild, open_instance
+    from sunrise_assets.lib.queued_work import open_instance
 
-    settings.use_workdir(settings.workdir())
-    bucket = bucket_from_option(None)
-    if not bucket.is_available():
-        raise UserError(
-            f"bucket {bucket.url} does not exist or cannot be reached (generate one with `sunrise generate`)"
-        )
     try:
         with open_instance() as instance:
+            daemon.instance = instance
             if in_process:
                 with progress_bar() as progress:
                     task = progress.add_task("materializing nights", total=None)
-                    report = do_ingest(
+                    return do_ingest(
                         bucket,
                         instance,
                         batch_size=batch_size,
                         on_plan=lambda n: progress.update(task, total=n),
                         on_nights_done=lambda n: progress.advance(task, n),
                     )
-            elif not wait:
+            if not wait:
                 report = wait_for(
                     lambda on_work: ingest_queued(bucket, instance, wait=False, on_work=on_work),
                     what="ingest",
@@ -306,29 +301,46 @@ def run_ingest(
                 )
                 print_submitted(report.submitted, report.joined, instance, "ingest")
                 return report
-            else:
-                with DaemonChild(instance, settings.dagster_home() / "daemon.log") as daemon:
-                    # Started now, not when the nights are submitted: it and its code server load
-                    # (seconds) while this command pairs and registers the nights.
-                    require_raw_folder(bucket)
-                    daemon.ensure()
-                    with queue_progress() as progress:
-                        display = QueueDisplay(progress, "materializing nights")
-                        report = wait_for(
-                            lambda on_work: ingest_queued(
-                                bucket,
-                                instance,
-                                daemon=daemon,
-                                on_plan=display.plan,
-                                on_progress=display.update,
-                                on_work=on_work,
-                            ),
-                            what="ingest",
-                            on_interrupt=on_interrupt,
-                            progress=progress,
-                        )
+            require_raw_folder(bucket)
+            daemon.ensure()
+            with queue_progress() as progress:
+                display = QueueDisplay(progress, "materializing nights")
+                return wait_for(
+                    lambda on_work: ingest_queued(
+                        bucket,
+                        instance,
+                        daemon=daemon,
+                        on_plan=display.plan,
+                        on_progress=display.update,
+                        on_work=on_work,
+                    ),
+                    what="ingest",
+                    on_interrupt=on_interrupt,
+                    progress=progress,
+                )
     except NoRawFolder as exc:
         raise UserError(str(exc)) from exc
+
+
+def run_ingest(
+    batch_size: int, *, in_process: bool = False, wait: bool = True, on_interrupt: OnInterrupt = OnInterrupt.ask
+):
+    from sunrise_assets.lib.daemon_child import DaemonChild
+
+    settings.use_workdir(settings.workdir())
+    # Started first, before this process imports Dagster: the daemon child, its code server and its
+    # warm run-worker process load (~7 s of CPU) on the other core while this command pairs the bucket.
+    with DaemonChild(None, settings.dagster_home() / "daemon.log") as daemon:
+        if wait and not in_process:
+            daemon.start_early()
+        bucket = bucket_from_option(None)
+        if not bucket.is_available():
+            raise UserError(
+                f"bucket {bucket.url} does not exist or cannot be reached (generate one with `sunrise generate`)"
+            )
+        report = _ingest_with(bucket, daemon, batch_size, in_process=in_process, wait=wait, on_interrupt=on_interrupt)
+    if not wait and not in_process:
+        return report  # --no-wait: print_submitted said where the work is
     table = Table(title="nights")
     table.add_column("night", no_wrap=True)
     table.add_column("status")
@@ -430,7 +442,7 @@ def ingest(
     if demo_key:
         allow_demo_key()
     if bucket is not None:
-        bucket_from_option(bucket)  # --bucket: sets SUNRISE_BUCKET, which run_ingest reads
+        use_bucket_option(bucket)  # SUNRISE_BUCKET, which run_ingest and its daemon child read
     report = run_ingest(batch_size, in_process=in_process, wait=not no_wait, on_interrupt=on_interrupt)
     if not report.waited:
         return
@@ -549,9 +561,10 @@ def refresh(
     Submitted to the Dagster instance as an asset backfill, waited for as `sunrise ingest` does."""
 
     from sunrise_assets.defs.jobs import LAYERS
+    from sunrise_assets.lib.daemon_child import DaemonChild
     from sunrise_assets.lib.operations import refresh as do_refresh
     from sunrise_assets.lib.operations import refresh_queued
-    from sunrise_assets.lib.queued_work import DaemonChild, open_instance
+    from sunrise_assets.lib.queued_work import open_instance
 
     if from_layer not in LAYERS:
         raise UserError(f"--from must be one of {', '.join(LAYERS)}, not {from_layer!r}")
@@ -620,9 +633,10 @@ def forget(
     from dagster import DagsterInstance
 
     from sunrise_assets.domain.anonymise import NIGHT_KEY_RE
+    from sunrise_assets.lib.daemon_child import DaemonChild
     from sunrise_assets.lib.ingest import validation_keys
     from sunrise_assets.lib.operations import forget as do_forget
-    from sunrise_assets.lib.queued_work import DaemonChild, QueuedWork
+    from sunrise_assets.lib.queued_work import QueuedWork
 
     if not NIGHT_KEY_RE.fullmatch(night):
         raise UserError(f"{night!r} is not a night key (sub-<16 hex>_ses-YYYYMMDD)")

@@ -1,5 +1,5 @@
 """`dagster-daemon run` as the daemon child of a command (`sunrise ingest` and the others that
-submit work and wait for it), with three changes that Dagster 1.13 has no setting for:
+submit work and wait for it), with changes that Dagster 1.13 has no setting for:
 
 - the backfill daemon's loop every ``SUNRISE_BACKFILL_INTERVAL_S`` seconds (default 0.25) instead of
   Dagster's fixed 30: the command submits a backfill and waits for it, and a 30 s loop would add up
@@ -19,6 +19,8 @@ submit work and wait for it), with three changes that Dagster 1.13 has no settin
   sensor's first sweep and each automation tick took CPU seconds from the runs on a 2-core machine.
   A deployment's own daemon (`dagster-daemon run`, `sunrise ui`) runs all of them;
 - its run workers are forked from a warm process (``forked_run_workers``), not new interpreters;
+- started by a command before it has opened the instance (``lib.daemon_child.DaemonChild.start_early``),
+  it first checks that no other daemon serves the instance and tells the command on a pipe;
 - the workspace is loaded once: Dagster reloads it every 60 s (a new code server, ~3 s of CPU, each
   time) to pick up code changes, which a command's few minutes do not need.
 
@@ -45,6 +47,7 @@ from dagster_shared.serdes import serialize_value
 
 from sunrise_assets.dagster_internals import forked_run_workers
 from sunrise_assets.dagster_internals.daemon import BulkActionsFilter, BulkActionStatus
+from sunrise_assets.lib.daemon_child import DECISION_FD_ENV, daemon_alive
 
 BACKFILL_INTERVAL_ENV = "SUNRISE_BACKFILL_INTERVAL_S"
 # What a command's daemon child runs (run retries are the event-log consumer's).
@@ -166,9 +169,27 @@ def patch_child_daemons() -> None:
     controller.RELOAD_WORKSPACE_INTERVAL = WORKSPACE_RELOAD_S
 
 
+def serves_the_instance() -> bool:
+    """A child started before its command opened the instance (``DaemonChild.start_early``) checks
+    first that no other daemon serves it (a deployment's `dagster-daemon run`, a `sunrise ui`), and
+    says so on the pipe its command reads; any other child serves it."""
+    fd = os.environ.pop(DECISION_FD_ENV, None)
+    if fd is None:
+        return True
+    from sunrise_assets.lib.queued_work import open_instance  # under its lock: the instance may be new
+
+    with open_instance() as instance:
+        serves = not daemon_alive(instance)
+    os.write(int(fd), b"ours\n" if serves else b"other\n")
+    os.close(int(fd))  # before the code server and the run workers start: they must not hold it
+    return serves
+
+
 def run_child() -> int:
     """`dagster-daemon run` with the patches above; returns its exit code once Dagster's own teardown
     is over (daemon threads joined, code server told to stop, atexit handlers run)."""
+    if not serves_the_instance():
+        return 0
     patch_backfill_interval()
     patch_backfill_iteration()
     patch_child_daemons()

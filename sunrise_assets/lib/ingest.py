@@ -17,10 +17,11 @@ from sunrise_assets.defs.partitions import NIGHTS_PER_RUN, nights_partitions
 from sunrise_assets.domain.anonymise import Pseudonymizer, load_key
 from sunrise_assets.domain.pairing import ScanResult, scan_bucket
 from sunrise_assets.domain.raw_nights import contiguous_batches, reconcile
+from sunrise_assets.lib.daemon_child import DaemonChild
 from sunrise_assets.lib.night_batches import failed_nights_of
 from sunrise_assets.lib.night_registry import register
-from sunrise_assets.lib.queued_work import DaemonChild, QueuedWork
 from sunrise_assets.lib.queued_work import Progress as WorkProgress
+from sunrise_assets.lib.queued_work import QueuedWork
 
 # A night is done when both user-facing tables hold it.
 FINAL_ASSETS = (AssetKey("training_epochs"), AssetKey("night_scores"))

@@ -14,8 +14,9 @@ from sunrise_assets.defs.partitions import NIGHTS_PER_RUN, nights_partitions
 from sunrise_assets.domain import candidates, layout
 from sunrise_assets.domain.anonymise import validate_night_key
 from sunrise_assets.domain.raw_nights import contiguous_batches, load_source
-from sunrise_assets.lib.queued_work import DaemonChild, QueuedWork
+from sunrise_assets.lib.daemon_child import DaemonChild
 from sunrise_assets.lib.queued_work import Progress as WorkProgress
+from sunrise_assets.lib.queued_work import QueuedWork
 
 
 def layer_and_downstream(layer: str) -> list[AssetKey]:

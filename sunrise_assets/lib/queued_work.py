@@ -10,12 +10,8 @@ Run execution), run monitoring and run retries then apply to every night, whiche
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -40,11 +36,10 @@ from sunrise_assets.dagster_internals.names import (
     RETRY_ON_ASSET_OR_OP_FAILURE_TAG,
 )
 from sunrise_assets.defs.partitions import NIGHTS_PER_RUN, nights_partitions
+from sunrise_assets.lib.daemon_child import DaemonChild
 from sunrise_assets.lib.night_batches import failed_nights_of
 
 TRIGGER_TAG = "sunrise/trigger"
-# A daemon whose heartbeat is older than this is taken for gone (Dagster's daemons beat every 30 s).
-HEARTBEAT_FRESH_S = 90.0
 IN_FLIGHT = (BulkActionStatus.REQUESTED, BulkActionStatus.CANCELING)
 # How long a stopping command gives its daemon child to settle its backfills (a full iteration is due every 10 s).
 SETTLE_S = 15.0
@@ -332,117 +327,6 @@ def stop_runs(instance: DagsterInstance, run_ids: Iterable[str]) -> list[str]:
                 instance.run_launcher.terminate(run_id)
         stopped.append(run_id)
     return stopped
-
-
-# --------------------------------------------------------------------------- daemon child
-
-
-def daemon_alive(instance: DagsterInstance) -> bool:
-    """Whether a `dagster-daemon` serves this instance (its backfill daemon's heartbeat is fresh)."""
-    beats = instance.get_daemon_heartbeats()
-    beat = beats.get("BACKFILL")
-    return beat is not None and time.time() - beat.timestamp < HEARTBEAT_FRESH_S
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: get SIGTERM when the command dies, even by kill -9 (Linux)."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-class DaemonChild:
-    """`dagster-daemon run` as a child of the command, when no daemon serves the instance: started on
-    demand, stopped cleanly on exit (and killed with the command if the command is killed).
-
-    A lock file in DAGSTER_HOME makes sure two commands on one work directory start one daemon: the
-    second sees the lock held and relies on the first's (and starts its own once the first is gone).
-    """
-
-    def __init__(self, instance: DagsterInstance, log_path: Path):
-        self.instance = instance
-        self.log_path = log_path
-        self.process: subprocess.Popen | None = None
-        self._lock = None
-
-    @property
-    def ours(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def ensure(self) -> str:
-        """ "ours" (started or running here), "other" (another daemon serves the instance)."""
-        if self.ours:
-            return "ours"
-        if self.process is not None:  # ours died: say where to look
-            raise RuntimeError(f"dagster-daemon exited ({self.process.returncode}); see {self.log_path}")
-        if not self._take_lock():
-            return "other"  # another command's daemon child
-        if daemon_alive(self.instance):
-            self._release_lock()
-            return "other"
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
-        self.process = subprocess.Popen(
-            [
-                sys.executable,  # dagster-daemon for a command (daemon_main: the daemons and loop it needs)
-                "-m",
-                "sunrise_assets.dagster_internals.daemon_main",
-                "run",
-                "-w",
-                str(settings.REPO_ROOT / "workspace.yaml"),
-            ],
-            # Its run workers are forked from a warm process (the workspace is loaded once anyway).
-            env={**os.environ, settings.FORKED_RUN_WORKERS_ENV: "1"},
-            cwd=settings.REPO_ROOT,
-            start_new_session=True,  # Ctrl-C in the terminal reaches the command, which stops it cleanly
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads of ours run at this point
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
-        return "ours"
-
-    def _take_lock(self) -> bool:
-        home = Path(self.instance.root_directory) if self.instance.root_directory else settings.dagster_home()
-        handle = open(home / ".sunrise-daemon.lock", "w")  # noqa: SIM115 - held while the daemon runs
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.close()
-            return False
-        self._lock = handle
-        return True
-
-    def _release_lock(self) -> None:
-        if self._lock is not None:
-            fcntl.flock(self._lock, fcntl.LOCK_UN)
-            self._lock.close()
-            self._lock = None
-
-    def stop(self, timeout: float = 60.0) -> None:
-        """SIGTERM to the daemon (it stops its threads and its code server), SIGKILL to its process
-        group if it has not exited in ``timeout`` s; then wipe its heartbeats, so the next command
-        does not take them for a live daemon."""
-        process, self.process = self.process, None
-        if process is not None:
-            if process.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(process.pid, signal.SIGTERM)
-                try:
-                    process.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    pass
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(process.pid, signal.SIGKILL)  # its code server and anything left of it
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(10)
-            self.instance.wipe_daemon_heartbeats()
-        self._release_lock()
-
-    def __enter__(self) -> DaemonChild:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
 # ------------------------------------------------------------------------------ the work
