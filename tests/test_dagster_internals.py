@@ -318,13 +318,48 @@ def test_daemon_child_runs_only_the_daemons_of_a_commands_work(tmp_path):
             assert queue.interval_seconds == daemon_main.CHILD_DEQUEUE_INTERVAL_S < 1
             from dagster._daemon.daemon import IntervalDaemon
 
-            assert isinstance(queue, IntervalDaemon)
+            assert isinstance(queue, IntervalDaemon) and isinstance(queue, daemon_main.ChildRunQueue)
             assert "interval = self.interval_seconds" in inspect.getsource(IntervalDaemon.core_loop)
     finally:
         daemon_cli.daemon_controller_from_instance, controller.RELOAD_WORKSPACE_INTERVAL = saved
     # The embedded default needs sensors and automation too; the child leaves those to a real daemon.
     assert {"SENSOR", "ASSET", "BACKFILL", "QUEUED_RUN_COORDINATOR", "MONITORING", "EVENT_LOG_CONSUMER"} <= required
     assert child == {"BACKFILL", "QUEUED_RUN_COORDINATOR", "MONITORING", "EVENT_LOG_CONSUMER"}
+
+
+def _loop_waits(daemon, iterations: int) -> list[float]:
+    """The timeouts a daemon's loop passes to its shutdown event over ``iterations`` iterations (each
+    one a no-op here)."""
+    import threading
+
+    waits: list[float] = []
+
+    class Recorded(threading.Event):
+        def wait(self, timeout=None):
+            waits.append(timeout)
+            return super().wait(timeout)
+
+    done = []
+    daemon.run_iteration = lambda context: iter(done.append(1) or ())
+    loop = daemon.core_loop(None, Recorded())
+    while len(done) <= iterations:
+        next(loop)
+    loop.close()
+    return waits
+
+
+def test_the_child_run_queue_goes_round_at_its_interval_not_dagsters_half_second():
+    """Dagster's IntervalDaemon.core_loop waits between iterations in steps of 0.5 s whatever the
+    interval (so a 0.25 s run queue went round every 0.5 s or more); the child's waits in steps of
+    a fifth of its interval. The first half fails loudly when an upgrade changes Dagster's loop."""
+    from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import QueuedRunCoordinatorDaemon
+
+    from sunrise_assets.dagster_internals import daemon_main
+
+    interval = daemon_main.CHILD_DEQUEUE_INTERVAL_S
+    assert set(_loop_waits(QueuedRunCoordinatorDaemon(interval_seconds=interval), 2)) == {0.5}
+    waits = _loop_waits(daemon_main.ChildRunQueue(interval_seconds=interval), 4)
+    assert waits and max(waits) <= interval / 5 + 1e-9
 
 
 def test_daemon_child_skips_a_backfill_iteration_when_nothing_it_acts_on_changed(tmp_path, monkeypatch):

@@ -12,7 +12,8 @@ submit work and wait for it), with changes that Dagster 1.13 has no setting for:
   the backfills at work as stored, and the last run update (a run queued, started, ended or
   retried); at least one in ``FULL_ITERATION_S`` is done whatever. Those are read only when the
   SQLite run storage has been written since the last look (``RunStorageChanges``);
-- the run queue checked every 0.25 s (``CHILD_DEQUEUE_INTERVAL_S``), not dagster.yaml's whole seconds;
+- the run queue checked every 0.25 s (``CHILD_DEQUEUE_INTERVAL_S``), not dagster.yaml's whole seconds,
+  and its loop's waits in steps of 0.05 s, not Dagster's 0.5 s (``ChildRunQueue``);
 - only the daemons that do the command's work: the backfill daemon, the run queue, run monitoring
   and the event-log consumer (run retries). Not the sensors, schedules, declarative automation or
   freshness: the command has just paired the bucket itself, and on 200 nights the raw-bucket
@@ -145,13 +146,37 @@ def patch_backfill_iteration(clock=time.monotonic) -> None:
     backfill.execute_backfill_iteration = execute_backfill_iteration
 
 
+class WaitInSteps:
+    """A daemon's shutdown event as its loop sees it, waiting at most ``step`` s at a time.
+    IntervalDaemon.core_loop waits between two iterations in steps of 0.5 s whatever the daemon's
+    interval (Dagster 1.13), so a 0.25 s run queue went round every 0.5-0.75 s."""
+
+    def __init__(self, event, step: float) -> None:
+        self._event = event
+        self.step = step
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._event.wait(self.step if timeout is None else min(timeout, self.step))
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+
+class ChildRunQueue(QueuedRunCoordinatorDaemon):
+    """The run queue of a command's daemon child: checked every ``interval_seconds`` (0.25 s) as
+    asked, its waits in steps of a fifth of that (a queued run launched ~0.3 s sooner on average)."""
+
+    def core_loop(self, workspace_process_context, shutdown_event):
+        yield from super().core_loop(workspace_process_context, WaitInSteps(shutdown_event, self.interval_seconds / 5))
+
+
 def child_daemons(instance) -> list:
     """The instance's required daemons that do a command's work (CHILD_DAEMON_TYPES); the run queue
     checked every CHILD_DEQUEUE_INTERVAL_S (the instance's interval is whole seconds)."""
     daemons = []
     for daemon_type in instance.get_required_daemon_types():
         if daemon_type == QueuedRunCoordinatorDaemon.daemon_type():
-            daemons.append(QueuedRunCoordinatorDaemon(interval_seconds=CHILD_DEQUEUE_INTERVAL_S))
+            daemons.append(ChildRunQueue(interval_seconds=CHILD_DEQUEUE_INTERVAL_S))
         elif daemon_type in CHILD_DAEMON_TYPES:
             daemons.append(controller.create_daemon_of_type(daemon_type, instance))
     return daemons
