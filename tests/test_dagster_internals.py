@@ -405,6 +405,61 @@ def test_daemon_child_skips_a_backfill_iteration_when_nothing_it_acts_on_changed
         assert calls[-1] == {"backfill_futures": {}}
 
 
+def _nights_read_in_one_backfill_iteration(home: Path, monkeypatch) -> tuple[int, list, int]:
+    """One backfill daemon iteration (in this process, with a code server) over a new backfill of
+    30 nights: (reads of the nights from the event log storage, errors, runs submitted)."""
+    import logging
+
+    from dagster import AssetSelection, DagsterInstance
+
+    from sunrise_assets.dagster_internals.daemon import (
+        WorkspaceFileTarget,
+        WorkspaceProcessContext,
+        run_backfill_iteration,
+    )
+    from sunrise_assets.defs.jobs import LAYERS
+    from sunrise_assets.lib.queued_work import submit_backfill
+
+    home.mkdir()
+    (home / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
+    with DagsterInstance.from_config(str(home)) as instance:
+        nights = [f"sub-{i:016x}_ses-20240101" for i in range(30)]
+        instance.add_dynamic_partitions("nights", nights)
+        storage, reads = instance.event_log_storage, []
+        read = storage.get_dynamic_partitions
+        monkeypatch.setattr(storage, "get_dynamic_partitions", lambda name: reads.append(name) or read(name))
+        with WorkspaceProcessContext(instance, WorkspaceFileTarget([str(REPO / "workspace.yaml")])) as context:
+            graph = context.create_request_context().asset_graph
+            keys = sorted(AssetSelection.groups(*LAYERS).resolve(graph))
+            submit_backfill(instance, nights, keys, title="30 nights", trigger="test", asset_graph=graph)
+            reads.clear()
+            errors = run_backfill_iteration(context, logging.getLogger("test"))
+        return len(reads), errors, len(instance.get_run_records())
+
+
+@pytest.mark.slow  # starts a code server
+def test_daemon_child_reads_the_nights_once_per_backfill_iteration(tmp_path, monkeypatch):
+    """Dagster's backfill iteration reads every night from the instance many times over; the
+    daemon child's reads them once (``partitions_read_once``), and submits the same runs."""
+    import dagster._daemon.backfill as backfill
+
+    from sunrise_assets.dagster_internals import daemon_main
+
+    # Both of Dagster's routes (its threads, or inline) call it by its module name.
+    source = inspect.getsource(backfill.execute_backfill_jobs)
+    assert source.count("execute_backfill_iteration_with_instigation_logger") == 2
+    dagsters = _nights_read_in_one_backfill_iteration(tmp_path / "dagster", monkeypatch)
+    monkeypatch.setattr(  # restored after the test
+        backfill,
+        "execute_backfill_iteration_with_instigation_logger",
+        backfill.execute_backfill_iteration_with_instigation_logger,
+    )
+    daemon_main.patch_backfill_partitions_read_once()
+    childs = _nights_read_in_one_backfill_iteration(tmp_path / "child", monkeypatch)
+    assert dagsters[1] == childs[1] == [] and dagsters[2] == childs[2] == 1
+    assert dagsters[0] > 5 and childs[0] == 1, (dagsters[0], childs[0])
+
+
 def test_run_storage_changes_sees_every_commit_to_the_sqlite_run_storage(tmp_path):
     """The daemon child's cheap gate: SQLite's data_version on the run storage's file (found from
     SqliteRunStorage's private connection string) changes with every run or backfill written by
