@@ -70,16 +70,12 @@ def _ingest(work: Path, *args: str, log: Path | None = None) -> subprocess.Popen
     )
 
 
-def _instance(work: Path) -> DagsterInstance:
-    """The work directory's instance, made under the commands' lock (``open_instance``): a new SQLite
-    instance opened by two processes at once migrates twice (two alembic heads)."""
-    import fcntl
+def _instance(work: Path):
+    """The work directory's instance, made under the commands' lock: a new SQLite instance opened by
+    two processes at once migrates twice (two alembic heads)."""
+    from sunrise_assets.lib.queued_work import open_instance
 
-    home = work / "dagster_home"
-    home.mkdir(parents=True, exist_ok=True)
-    with open(home / ".sunrise-init.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        return DagsterInstance.from_config(str(home))
+    return open_instance(work / "dagster_home")
 
 
 def _processes_of(work: Path) -> list[tuple[int, str]]:

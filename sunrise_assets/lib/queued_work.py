@@ -153,14 +153,14 @@ def submission_lock(instance: DagsterInstance):
 
 
 @contextlib.contextmanager
-def open_instance():
-    """The instance of DAGSTER_HOME, created by one process at a time: two commands opening a new
-    SQLite instance together would both run its migrations (and leave two alembic heads)."""
-    home = settings.dagster_home()
-    home.mkdir(parents=True, exist_ok=True)
-    with open(home / ".sunrise-init.lock", "w") as handle:
+def open_instance(home: Path | None = None):
+    """The instance of DAGSTER_HOME (or of ``home``), created by one process at a time: two commands
+    opening a new SQLite instance together would both run its migrations (and leave two alembic heads)."""
+    directory = home or settings.dagster_home()
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".sunrise-init.lock", "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
-        instance = DagsterInstance.get()
+        instance = DagsterInstance.from_config(str(home)) if home else DagsterInstance.get()
     with instance:
         yield instance
 
