@@ -643,6 +643,54 @@ def test_history_bulk_store_is_what_dagster_stores_event_by_event(tmp_path):
     assert seen[1]["planned"] == ["r2"] * 3 and seen[1]["run_logs"] == {"r1": 10, "r2": 10}
 
 
+def _parent_pid(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2 :].split()[1])
+
+
+@pytest.mark.slow  # a fork server that imports the code location, and Dagster's own code server
+def test_the_forked_code_server_serves_what_dagsters_own_serves(tmp_path, monkeypatch):
+    """The daemon child's code server is a fork of the warm process (not a new interpreter) and
+    serves workspace.yaml's location as the code server Dagster starts for it does: the same
+    repository origin (which each run carries to its worker), jobs and assets. Stopped, it is gone."""
+    import os
+
+    from dagster import DagsterInstance
+    from dagster._core.instance import InstanceRef
+
+    from sunrise_assets.dagster_internals import forked_run_workers
+    from sunrise_assets.dagster_internals.daemon import WorkspaceFileTarget, WorkspaceProcessContext
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
+    monkeypatch.chdir(REPO)  # where a command starts its daemon child
+    forked_run_workers.start_fork_server()
+    server = forked_run_workers.CodeServer(InstanceRef.from_dir(str(home)))
+    served = {}
+    try:
+        workspace = server.start()
+        assert workspace is not None and str(server.socket) in workspace.read_text()
+        fork_server = _parent_pid(server.process.pid)
+        assert fork_server != os.getpid() and _parent_pid(fork_server) == os.getpid()
+        assert b"multiprocessing.forkserver" in Path(f"/proc/{fork_server}/cmdline").read_bytes()
+        with DagsterInstance.from_config(str(home)) as instance:
+            for name, target in (("forked", workspace), ("dagster's", REPO / "workspace.yaml")):
+                with WorkspaceProcessContext(instance, WorkspaceFileTarget([str(target)])) as context:
+                    location = context.create_request_context().get_code_location("sunrise")
+                    (repository,) = location.get_repositories().values()
+                    served[name] = (
+                        repository.get_python_origin(),
+                        sorted(job.name for job in repository.get_all_jobs()),
+                        sorted(node.asset_key.to_user_string() for node in repository.get_asset_node_snaps()),
+                    )
+    finally:
+        server.stop()
+    assert served["forked"] == served["dagster's"]
+    assert "night_scores" in served["forked"][2]
+    assert not server.process.is_alive() and not server.directory.exists()
+
+
 def test_forked_run_workers_internals():
     """What the forked run worker does is `dagster api execute_run`'s body: its signature, the pid
     event it records (the health check and terminate read it), and the interrupt it stops on."""

@@ -21,7 +21,8 @@ submit work and wait for it), with changes that Dagster 1.13 has no setting for:
   freshness: the command has just paired the bucket itself, and on 200 nights the raw-bucket
   sensor's first sweep and each automation tick took CPU seconds from the runs on a 2-core machine.
   A deployment's own daemon (`dagster-daemon run`, `sunrise ui`) runs all of them;
-- its run workers are forked from a warm process (``forked_run_workers``), not new interpreters;
+- its run workers and its code server are forked from a warm process (``forked_run_workers``), not
+  new interpreters;
 - started by a command before it has opened the instance (``lib.daemon_child.DaemonChild.start_early``),
   it first checks that no other daemon serves the instance and tells the command on a pipe;
 - the workspace is loaded once: Dagster reloads it every 60 s (a new code server, ~3 s of CPU, each
@@ -39,16 +40,19 @@ import sqlite3
 import sys
 import threading
 import time
+from pathlib import Path
 
 import dagster._daemon.backfill as backfill
 import dagster._daemon.cli as daemon_cli
 import dagster._daemon.controller as controller
+from dagster._core.instance import InstanceRef
 from dagster._daemon.auto_run_reexecution.event_log_consumer import EventLogConsumerDaemon
 from dagster._daemon.cli import main
 from dagster._daemon.daemon import BackfillDaemon, MonitoringDaemon
 from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import QueuedRunCoordinatorDaemon
 from dagster_shared.serdes import serialize_value
 
+from sunrise_assets import settings
 from sunrise_assets.dagster_internals import forked_run_workers
 from sunrise_assets.dagster_internals.daemon import BulkActionsFilter, BulkActionStatus
 from sunrise_assets.dagster_internals.step_events import partitions_read_once
@@ -236,6 +240,12 @@ def serves_the_instance() -> bool:
     return serves
 
 
+def use_workspace(workspace: Path | None) -> None:
+    """Load ``workspace`` (the forked code server's) instead of the one on the command line."""
+    if workspace is not None and "-w" in sys.argv:
+        sys.argv[sys.argv.index("-w") + 1] = str(workspace)
+
+
 def run_child() -> int:
     """`dagster-daemon run` with the patches above; returns its exit code once Dagster's own teardown
     is over (daemon threads joined, code server told to stop, atexit handlers run)."""
@@ -247,6 +257,9 @@ def run_child() -> int:
     patch_child_daemons()
     if forked_run_workers.enabled():
         forked_run_workers.start_fork_server()  # warm while the command pairs the bucket
+        code_server = forked_run_workers.CodeServer(InstanceRef.from_dir(str(settings.dagster_home())))
+        atexit.register(code_server.stop)  # before multiprocessing's own exit handler (last in, first run)
+        use_workspace(code_server.start())
     sys.argv[0] = "dagster-daemon"
     try:
         main()
