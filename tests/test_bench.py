@@ -143,3 +143,55 @@ def test_phases_on_the_platform_run_need_the_platform_phase(tmp_path):
         check_phases(["floor", "candidate"])
     with pytest.raises(ValueError, match="unknown phases"):
         check_phases(["platform", "nope"])
+
+
+def test_ingest_over_floor_is_the_median_of_pairs_measured_in_turn():
+    from sunrise_assets.cli.bench import ingest_over_floor
+
+    def ingest(wall: float, rc: int = 0) -> dict:
+        runs = [{"started": 4.5}, {"started": 4.0}, {"started": None}]
+        return {
+            "wall_s": wall,
+            "cpu_s": 2 * wall,
+            "returncode": rc,
+            "nights_materialized": 200,
+            "timeline_s": {"runs": runs},
+        }
+
+    pairs = [({"wall_s": 40.0, "cpu_s": 70.0}, ingest(52.0)), ({"wall_s": 50.0, "cpu_s": 80.0}, ingest(60.0))]
+    pairs.append(({"wall_s": 40.0, "cpu_s": 70.0}, ingest(60.0)))
+    floor, median_ingest, summary = ingest_over_floor(pairs)
+    assert [p["ratio_wall"] for p in summary["pairs"]] == [1.3, 1.2, 1.5]
+    assert summary["median_wall"] == 1.3 and summary["median_pair"] == 1
+    assert floor is pairs[0][0] and median_ingest is pairs[0][1] and summary["all_exited_0"]
+    assert summary["pairs"][0]["first_night_run_started_s"] == 4.0
+    # An even count: the median of the ratios, and the lower middle pair's figures.
+    _, _, even = ingest_over_floor(pairs[:2])
+    assert even["median_wall"] == 1.25 and even["median_pair"] == 2
+    _, _, failed = ingest_over_floor([pairs[0], (pairs[1][0], ingest(60.0, rc=1))])
+    assert not failed["all_exited_0"]
+
+
+@pytest.mark.slow  # two `sunrise ingest` with their daemon children
+def test_bench_measures_floor_and_ingest_in_turn(tmp_path):
+    out = tmp_path / "bench.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SUNRISE_", "DAGSTER_"))}
+    env["SUNRISE_WORKDIR"] = str(tmp_path / "work")
+    command = ["bench", "--nights", "2", "--phases", "floor,ingest", "--pairs", "2", "--json", str(out)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "sunrise_assets.cli", *command, "--workdir", str(tmp_path / "bench")],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    pairs = result["ingest_over_floor"]["pairs"]
+    assert len(pairs) == 2 and all(p["ingest_returncode"] == 0 and p["ingest_nights_materialized"] == 2 for p in pairs)
+    ratios = [p["ingest_wall_s"] / p["floor_wall_s"] for p in pairs]
+    assert result["ingest_over_floor"]["median_wall"] == pytest.approx(sum(ratios) / 2, abs=0.002)
+    (target,) = result["targets"]
+    assert target["target"].startswith("sunrise ingest / floor") and "median of 2 pairs" in target["note"]
+    assert "targets" in proc.stdout

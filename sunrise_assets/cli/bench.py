@@ -1127,6 +1127,21 @@ def measure_sunalgo(run: RunDir, nights: Sequence[str], repeats: int = 3) -> dic
 # ------------------------------------------------------------------------------------ report
 
 
+def _ingest_target(result: Mapping[str, Any]) -> dict[str, Any]:
+    n, ratios = result["nights"], result["ingest_over_floor"]
+    count = len(ratios["pairs"])
+    return {
+        "target": "sunrise ingest / floor (wall) on 200 nights",
+        "goal": "<= 1.3",
+        "measured": ratios["median_wall"],
+        "met": (ratios["median_wall"] or 99) <= 1.3 and ratios["all_exited_0"],
+        "extrapolated": n != 200,
+        "note": ("" if n == 200 else f"measured on {n} nights; ")
+        + (f"median of {count} pairs measured in turn: " + ", ".join(str(p["ratio_wall"]) for p in ratios["pairs"]))
+        + f"; the whole command {result['ingest']['wall_s']} s in the median pair",
+    }
+
+
 def _targets(result: Mapping[str, Any]) -> list[dict[str, Any]]:
     n = result["nights"]
     floor, plat, inc, algo = result["floor"], result["platform"], result["incremental"], result["sunalgo"]
@@ -1154,15 +1169,7 @@ def _targets(result: Mapping[str, Any]) -> list[dict[str, Any]]:
             ("" if n >= 2000 else f"linear extrapolation x{2000 / n:.1f} from {n} nights; ")
             + f"registering the nights {plat.get('register_s', 0.0)} s + backfill {plat['wall_s']} s",
         ),
-        (
-            "sunrise ingest / floor (wall) on 200 nights",
-            "<= 1.3",
-            result["ratios"]["ingest_over_floor_wall"],
-            (result["ratios"]["ingest_over_floor_wall"] or 99) <= 1.3 and result["ingest"]["returncode"] == 0,
-            n != 200,
-            ("" if n == 200 else f"measured on {n} nights; ")
-            + f"the whole command: {result['ingest']['wall_s']} s, exit {result['ingest']['returncode']}",
-        ),
+        tuple(_ingest_target(result).values()),
         (
             "2,000 nights through sunrise ingest",
             "<= 720 s",
@@ -1223,6 +1230,7 @@ def run_bench(
     command: str = "",
     instance: str = "sqlite",
     phases: Sequence[str] = PHASES,
+    pairs: int = 1,
 ) -> dict[str, Any]:
     check_phases(phases)
     workdir = workdir.expanduser().resolve()
@@ -1272,17 +1280,26 @@ def run_bench(
             workdir, nights, seed, on_night=task("generating nights (cached)", nights)
         )
 
-        if "floor" in phases:
-            floor_run = make_run_dir(workdir, "floor", cache, nights, max_concurrent_runs=n_cores, pg=pg)
-            result["floor"] = measure_floor(floor_run, nights, task("floor (no Dagster)", nights))
-            if not keep:
-                shutil.rmtree(floor_run.root)  # the derived layers of N nights take ~17 MB each
+        measured_pairs = []
+        for i in range(pairs if {"floor", "ingest"} <= set(phases) else 1):
+            of = f" ({i + 1}/{pairs})" if pairs > 1 else ""
+            if "floor" in phases:
+                floor_run = make_run_dir(workdir, "floor", cache, nights, max_concurrent_runs=n_cores, pg=pg)
+                result["floor"] = measure_floor(floor_run, nights, task(f"floor (no Dagster){of}", nights))
+                if not keep:
+                    shutil.rmtree(floor_run.root)  # the derived layers of N nights take ~17 MB each
 
-        if "ingest" in phases:
-            ingest_run = make_run_dir(workdir, "ingest", cache, nights, max_concurrent_runs=n_cores, pg=pg)
-            result["ingest"] = measure_ingest(ingest_run, task("ingest (sunrise ingest)", nights), timeout_s=timeout_s)
-            if not keep:
-                shutil.rmtree(ingest_run.root)
+            if "ingest" in phases:
+                ingest_run = make_run_dir(workdir, "ingest", cache, nights, max_concurrent_runs=n_cores, pg=pg)
+                result["ingest"] = measure_ingest(
+                    ingest_run, task(f"ingest (sunrise ingest){of}", nights), timeout_s=timeout_s
+                )
+                if not keep:
+                    shutil.rmtree(ingest_run.root)
+            if {"floor", "ingest"} <= result.keys():
+                measured_pairs.append((result["floor"], result["ingest"]))
+        if measured_pairs:
+            result["floor"], result["ingest"], result["ingest_over_floor"] = ingest_over_floor(measured_pairs)
 
         if "platform" in phases:
             plat_run = make_run_dir(workdir, "platform", cache, nights, max_concurrent_runs=n_cores, pg=pg)
@@ -1342,6 +1359,8 @@ def run_bench(
     result["ratios"], result["targets"] = {}, []
     if {"floor", "ingest", "platform", "naive", "incremental", "sunalgo"} <= result.keys():
         _ratios_and_targets(result)
+    elif "ingest_over_floor" in result:
+        result["targets"] = [_ingest_target(result)]
     if "candidate" in result:
         from sunrise_assets.cli.bench_candidate import candidate_target
 
@@ -1350,10 +1369,41 @@ def run_bench(
     return result
 
 
+def ingest_over_floor(pairs: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> tuple[dict, dict, dict[str, Any]]:
+    """The floor and `sunrise ingest` measured one after the other, ``pairs`` times: each pair's wall
+    ratio (the host's speed drifts by more than 10 % over minutes on a shared VM, so a ratio of
+    two phases measured apart says little alone) and their median; returns the median pair's floor
+    and ingest figures and the ratios."""
+    ratios = [round(i["wall_s"] / f["wall_s"], 3) if f["wall_s"] else None for f, i in pairs]
+    ranked = sorted(range(len(pairs)), key=lambda k: ratios[k] if ratios[k] is not None else math.inf)
+    middle = ranked[(len(ranked) - 1) // 2]  # the lower median of an even count: a measured pair
+    summary = {
+        "pairs": [
+            {
+                "floor_wall_s": f["wall_s"],
+                "floor_cpu_s": f["cpu_s"],
+                "ingest_wall_s": i["wall_s"],
+                "ingest_cpu_s": i["cpu_s"],
+                "ingest_returncode": i["returncode"],
+                "ingest_nights_materialized": i["nights_materialized"],
+                "ratio_wall": r,
+                "first_night_run_started_s": min(
+                    (run["started"] for run in i["timeline_s"]["runs"] if run["started"] is not None), default=None
+                ),
+            }
+            for (f, i), r in zip(pairs, ratios, strict=True)
+        ],
+        "median_wall": statistics.median([r for r in ratios if r is not None]) if any(ratios) else None,
+        "median_pair": middle + 1,
+        "all_exited_0": all(i["returncode"] == 0 for _, i in pairs),
+    }
+    return pairs[middle][0], pairs[middle][1], summary
+
+
 def _ratios_and_targets(result: dict[str, Any]) -> None:
     floor, plat = result["floor"], result["platform"]
     result["ratios"] = {
-        "ingest_over_floor_wall": round(result["ingest"]["wall_s"] / floor["wall_s"], 3) if floor["wall_s"] else None,
+        "ingest_over_floor_wall": result["ingest_over_floor"]["median_wall"],
         "ingest_over_floor_cpu": round(result["ingest"]["cpu_s"] / floor["cpu_s"], 3) if floor["cpu_s"] else None,
         "platform_over_floor_wall": round(plat["wall_s"] / floor["wall_s"], 3) if floor["wall_s"] else None,
         "platform_over_floor_cpu": round(plat["cpu_s"] / floor["cpu_s"], 3) if floor["cpu_s"] else None,
@@ -1550,6 +1600,17 @@ def bench_command(
             help=f"Comma-separated phases to run (default all: {','.join(PHASES)}); e.g. platform,candidate.",
         ),
     ] = ",".join(PHASES),
+    pairs: Annotated[
+        int,
+        typer.Option(
+            "--pairs",
+            min=1,
+            help=(
+                "Measure the floor and `sunrise ingest` in turn this many times (floor, ingest, floor, ...); "
+                "their ratio is the median of the pairs'."
+            ),
+        ),
+    ] = 1,
 ) -> None:
     """Benchmark: floor (plain Python) vs the Dagster platform (backfill) vs one run per night, the
     incremental pass with nothing new, and sunalgo alone; prints and writes the figures."""
@@ -1577,6 +1638,7 @@ def bench_command(
             command=command,
             instance=instance,
             phases=chosen,
+            pairs=pairs,
         )
     print_report(result, out)
     if json_path is not None:
