@@ -466,12 +466,12 @@ def test_run_storage_changes_sees_every_commit_to_the_sqlite_run_storage(tmp_pat
     another connection, and not otherwise; a storage that is not SQLite always counts as changed."""
     from dagster import DagsterInstance, DagsterRun, DagsterRunStatus
 
-    from sunrise_assets.dagster_internals import daemon_main
+    from sunrise_assets.dagster_internals.daemon import RunStorageChanges
 
     (tmp_path / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
     with DagsterInstance.from_config(str(tmp_path)) as instance:
         assert instance.run_storage._conn_string.startswith("sqlite:///")
-        changes = daemon_main.RunStorageChanges(instance)
+        changes = RunStorageChanges(instance)
         assert changes._path == str(tmp_path / "history" / "runs.db")
         assert changes.changed()  # the first call
         assert not changes.changed() and not changes.changed()
@@ -483,7 +483,7 @@ def test_run_storage_changes_sees_every_commit_to_the_sqlite_run_storage(tmp_pat
     class NotSqlite:
         run_storage = object()
 
-    other = daemon_main.RunStorageChanges(NotSqlite())
+    other = RunStorageChanges(NotSqlite())
     assert other.changed() and other.changed()
 
 

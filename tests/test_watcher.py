@@ -39,3 +39,30 @@ def test_a_poll_reports_the_nights_done_and_reads_them_again_only_after_a_new_ev
         instance.report_runless_asset_event(AssetMaterialization(FINALS[1], partition="n3"))
         assert watcher.poll().done == {"n1", "n2"}  # n3's night_scores is older than the cursor
         assert len(reads) > before
+
+
+def test_the_wait_between_polls_ends_when_a_run_changes(tmp_path):
+    """Between two polls the command looks at the run storage every 0.05 s (one SQLite pragma): a
+    run written (the last run ending, say) ends the wait at once; with nothing written it is whole."""
+    import threading
+    import time
+
+    from dagster import DagsterRun, DagsterRunStatus
+
+    from sunrise_assets.dagster_internals.daemon import RunStorageChanges
+    from sunrise_assets.lib.queued_work import QueuedWork
+
+    with DagsterInstance.local_temp(str(tmp_path)) as instance:
+        changes = RunStorageChanges(instance)
+        changes.changed()
+        began = time.monotonic()
+        QueuedWork._sleep(0.4, until=changes)
+        assert time.monotonic() - began >= 0.39
+        run = DagsterRun(job_name="j", run_id="r1", status=DagsterRunStatus.NOT_STARTED)
+        writer = threading.Timer(0.2, lambda: instance.add_run(run))
+        writer.start()
+        began = time.monotonic()
+        QueuedWork._sleep(10.0, until=changes)
+        elapsed = time.monotonic() - began
+        writer.join()
+        assert 0.15 < elapsed < 2.0, elapsed

@@ -2,10 +2,11 @@
 submitted to the instance, read back and cancelled, a workspace context, and one automation tick
 evaluated in-process (`sunrise bench` times it), and one iteration of the backfill daemon
 (`sunrise bench-scale` times it). Dagster 1.13 has no public Python call for any of
-these (the UI goes through GraphQL)."""
+these (the UI goes through GraphQL). And a cheap way to know whether the run storage changed."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 
 from dagster import AssetKey
@@ -25,6 +26,7 @@ __all__ = [
     "BulkActionStatus",
     "BulkActionsFilter",
     "PartitionBackfill",
+    "RunStorageChanges",
     "WorkspaceFileTarget",
     "WorkspaceProcessContext",
     "backfill_partitions",
@@ -75,3 +77,30 @@ def run_backfill_iteration(workspace_process_context, logger) -> list:
     ``dagster-daemon``'s loop runs it, without threads): the requested backfills are evaluated and
     their runs submitted to the run coordinator. Returns the errors the iteration yielded."""
     return [error for error in execute_backfill_iteration(workspace_process_context, logger) if error is not None]
+
+
+class RunStorageChanges:
+    """Whether anything was written to the instance's SQLite run storage (backfills, runs, daemon
+    heartbeats) since the last call: SQLite's ``PRAGMA data_version`` on a read-only connection of
+    its own, which changes when another connection commits (microseconds, where reading the
+    backfills at work deserializes each one: ~60 % of the daemon child's CPU over a 200-night
+    ingest, taken from the runs on two cores). Other storages: always "maybe changed"."""
+
+    def __init__(self, instance) -> None:
+        conn_string = getattr(instance.run_storage, "_conn_string", None)
+        self._path = (
+            "/" + conn_string.split("sqlite:///", 1)[1].lstrip("/")
+            if conn_string and conn_string.startswith("sqlite:///")
+            else None
+        )
+        self._connection: sqlite3.Connection | None = None
+        self._version: int | None = None
+
+    def changed(self) -> bool:
+        if self._path is None:
+            return True
+        if self._connection is None:
+            self._connection = sqlite3.connect(f"file:{self._path}?mode=ro", uri=True, check_same_thread=False)
+        version = self._connection.execute("PRAGMA data_version").fetchone()[0]
+        changed, self._version = version != self._version, version
+        return changed

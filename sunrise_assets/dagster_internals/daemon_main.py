@@ -36,7 +36,6 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import sqlite3
 import sys
 import threading
 import time
@@ -54,7 +53,7 @@ from dagster_shared.serdes import serialize_value
 
 from sunrise_assets import settings
 from sunrise_assets.dagster_internals import forked_run_workers
-from sunrise_assets.dagster_internals.daemon import BulkActionsFilter, BulkActionStatus
+from sunrise_assets.dagster_internals.daemon import BulkActionsFilter, BulkActionStatus, RunStorageChanges
 from sunrise_assets.dagster_internals.step_events import partitions_read_once
 from sunrise_assets.lib.daemon_child import DECISION_FD_ENV, daemon_alive
 
@@ -100,33 +99,6 @@ def backfill_inputs(instance) -> tuple:
         )
         for b in backfills
     ), last_run
-
-
-class RunStorageChanges:
-    """Whether anything was written to the instance's SQLite run storage (backfills, runs, daemon
-    heartbeats) since the last call: SQLite's ``PRAGMA data_version`` on a read-only connection of
-    its own, which changes when another connection commits (microseconds, where reading the
-    backfills at work deserializes each one: ~60 % of the daemon child's CPU over a 200-night
-    ingest, taken from the runs on two cores). Other storages: always "maybe changed"."""
-
-    def __init__(self, instance) -> None:
-        conn_string = getattr(instance.run_storage, "_conn_string", None)
-        self._path = (
-            "/" + conn_string.split("sqlite:///", 1)[1].lstrip("/")
-            if conn_string and conn_string.startswith("sqlite:///")
-            else None
-        )
-        self._connection: sqlite3.Connection | None = None
-        self._version: int | None = None
-
-    def changed(self) -> bool:
-        if self._path is None:
-            return True
-        if self._connection is None:
-            self._connection = sqlite3.connect(f"file:{self._path}?mode=ro", uri=True, check_same_thread=False)
-        version = self._connection.execute("PRAGMA data_version").fetchone()[0]
-        changed, self._version = version != self._version, version
-        return changed
 
 
 def patch_backfill_iteration(clock=time.monotonic) -> None:
