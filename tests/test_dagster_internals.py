@@ -362,40 +362,6 @@ def test_the_child_run_queue_goes_round_at_its_interval_not_dagsters_half_second
     assert waits and max(waits) <= interval / 5 + 1e-9
 
 
-def test_the_child_run_queue_looks_at_the_queue_only_when_a_run_was_written(tmp_path, monkeypatch):
-    """Runs leave the queue when queued or when a run ends: both write the run storage. The child's
-    queue skips its iteration (Dagster's reads every run in progress) until the run storage changes,
-    or FULL_DEQUEUE_S have passed."""
-    from types import SimpleNamespace
-
-    from dagster import DagsterInstance, DagsterRun, DagsterRunStatus
-    from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import QueuedRunCoordinatorDaemon
-
-    from sunrise_assets.dagster_internals import daemon_main
-
-    iterations = []
-
-    def dagsters_iteration(self, workspace_process_context, fixed_iteration_time=None):
-        iterations.append(workspace_process_context)
-        yield None
-
-    monkeypatch.setattr(QueuedRunCoordinatorDaemon, "run_iteration", dagsters_iteration)
-    (tmp_path / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
-    with DagsterInstance.from_config(str(tmp_path)) as instance:
-        context = SimpleNamespace(instance=instance)
-        queue = daemon_main.ChildRunQueue(interval_seconds=daemon_main.CHILD_DEQUEUE_INTERVAL_S)
-        for _ in range(3):
-            list(queue.run_iteration(context))
-        assert len(iterations) == 1  # the first; nothing written since
-        instance.add_run(DagsterRun(job_name="j", run_id="r1", status=DagsterRunStatus.NOT_STARTED))
-        list(queue.run_iteration(context))
-        list(queue.run_iteration(context))
-        assert len(iterations) == 2
-        monkeypatch.setattr(daemon_main, "FULL_DEQUEUE_S", 0.0)
-        list(queue.run_iteration(context))
-        assert len(iterations) == 3 and daemon_main.FULL_DEQUEUE_S == 0.0
-
-
 def test_daemon_child_skips_a_backfill_iteration_when_nothing_it_acts_on_changed(tmp_path, monkeypatch):
     """The backfill loop calls execute_backfill_iteration by its module name each time round; the
     child's wrapper calls Dagster's only when a backfill at work or a run changed, or every
@@ -692,14 +658,14 @@ def test_the_forked_code_server_serves_what_dagsters_own_serves(tmp_path, monkey
     from dagster import DagsterInstance
     from dagster._core.instance import InstanceRef
 
-    from sunrise_assets.dagster_internals import fork_server, forked_run_workers
+    from sunrise_assets.dagster_internals import forked_run_workers
     from sunrise_assets.dagster_internals.daemon import WorkspaceFileTarget, WorkspaceProcessContext
 
     home = tmp_path / "home"
     home.mkdir()
     (home / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
     monkeypatch.chdir(REPO)  # where a command starts its daemon child
-    fork_server.start()
+    forked_run_workers.start_fork_server()
     server = forked_run_workers.CodeServer(InstanceRef.from_dir(str(home)))
     served = {}
     try:
@@ -732,7 +698,7 @@ def test_forked_run_workers_internals():
     from dagster._core.launcher.base import LaunchRunContext
     from dagster._core.launcher.default_run_launcher import DefaultRunLauncher
 
-    from sunrise_assets.dagster_internals import fork_server
+    from sunrise_assets.dagster_internals import forked_run_workers
 
     params = list(inspect.signature(api._execute_run_command_body).parameters)
     assert params == ["run_id", "instance", "write_stream_fn", "set_exit_code_on_failure"]
@@ -743,4 +709,4 @@ def test_forked_run_workers_internals():
     assert "with capture_interrupts():" in command and "_execute_run_command_body(" in command
     assert {"launch_run", "terminate"} <= set(vars(DefaultRunLauncher))
     assert "dagster_run" in inspect.signature(LaunchRunContext).parameters
-    assert fork_server.CODE_LOCATION_MODULE in (REPO / "workspace.yaml").read_text()
+    assert forked_run_workers.CODE_LOCATION_MODULE in (REPO / "workspace.yaml").read_text()

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import shutil
 import signal
@@ -42,15 +43,35 @@ from dagster._grpc.client import DagsterGrpcClient
 from dagster._utils.interrupts import capture_interrupts
 from dagster_shared.serdes import deserialize_value, serialize_value
 
-from sunrise_assets.dagster_internals import fork_server
-from sunrise_assets.dagster_internals.fork_server import CODE_LOCATION_MODULE
+from sunalgo.preprocess import SCIPY_MODULES
+from sunrise_assets.settings import FORKED_RUN_WORKERS_ENV
 
 PID_TAG = "sunrise/run_worker_pid"
+CODE_LOCATION_MODULE = "sunrise_assets.definitions"
 CODE_LOCATION_NAME = "sunrise"  # as in workspace.yaml
 # The fork server's imports take ~3 s of CPU on a busy 2-core machine; far more means something is wrong.
 CODE_SERVER_READY_S = 90.0
+# What each run worker would import first; the daemon child's own module too, since
+# multiprocessing re-runs the parent's __main__ module in the child.
+PRELOAD = (
+    "dagster._cli.api",
+    CODE_LOCATION_MODULE,
+    "sunrise_assets.dagster_internals.daemon_main",
+    *SCIPY_MODULES,  # sunalgo imports them at a night's first use
+)
 
+_context = multiprocessing.get_context("forkserver")
 _workers: dict[str, multiprocessing.process.BaseProcess] = {}
+
+
+def enabled() -> bool:
+    return os.environ.get(FORKED_RUN_WORKERS_ENV) == "1"
+
+
+def start_fork_server() -> None:
+    """Start the warm process now (the daemon child calls it when it starts), not at the first run."""
+    _context.set_forkserver_preload(list(PRELOAD))
+    multiprocessing.forkserver.ensure_running()
 
 
 class CodeServer:
@@ -61,7 +82,7 @@ class CodeServer:
         self.directory = Path(tempfile.mkdtemp(prefix="sunrise-code-server-"))  # short: sockets have 107 bytes
         self.socket = self.directory / "grpc.sock"
         self.workspace: Path | None = None
-        self.process = fork_server.context.Process(
+        self.process = _context.Process(
             target=serve_code_location,
             args=(str(self.socket), serialize_value(instance_ref)),
             name="dagster code server",
@@ -122,7 +143,7 @@ def launch(run: DagsterRun, instance: DagsterInstance) -> int:
         if not process.is_alive():
             process.join(0)
             del _workers[run_id]
-    process = fork_server.context.Process(
+    process = _context.Process(
         target=run_worker,
         args=(run.run_id, serialize_value(instance.get_ref())),
         name=f"dagster run worker {run.run_id}",

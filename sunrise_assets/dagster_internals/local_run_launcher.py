@@ -24,7 +24,7 @@ from dagster import DagsterEventType, DagsterRun
 from dagster._core.launcher.base import CheckRunHealthResult, LaunchRunContext, WorkerStatus
 from dagster._core.launcher.default_run_launcher import DefaultRunLauncher
 
-from sunrise_assets.dagster_internals import fork_server, forked_run_workers
+from sunrise_assets.dagster_internals import forked_run_workers
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -62,7 +62,7 @@ class LocalRunLauncher(DefaultRunLauncher):
 
     def launch_run(self, context: LaunchRunContext) -> None:
         run = context.dagster_run
-        if fork_server.enabled() and forked_run_workers.can_fork(run):
+        if forked_run_workers.enabled() and forked_run_workers.can_fork(run):
             forked_run_workers.launch(run, self._instance)
             return
         super().launch_run(context)
