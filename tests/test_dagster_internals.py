@@ -362,6 +362,40 @@ def test_the_child_run_queue_goes_round_at_its_interval_not_dagsters_half_second
     assert waits and max(waits) <= interval / 5 + 1e-9
 
 
+def test_the_child_run_queue_looks_at_the_queue_only_when_a_run_was_written(tmp_path, monkeypatch):
+    """Runs leave the queue when queued or when a run ends: both write the run storage. The child's
+    queue skips its iteration (Dagster's reads every run in progress) until the run storage changes,
+    or FULL_DEQUEUE_S have passed."""
+    from types import SimpleNamespace
+
+    from dagster import DagsterInstance, DagsterRun, DagsterRunStatus
+    from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import QueuedRunCoordinatorDaemon
+
+    from sunrise_assets.dagster_internals import daemon_main
+
+    iterations = []
+
+    def dagsters_iteration(self, workspace_process_context, fixed_iteration_time=None):
+        iterations.append(workspace_process_context)
+        yield None
+
+    monkeypatch.setattr(QueuedRunCoordinatorDaemon, "run_iteration", dagsters_iteration)
+    (tmp_path / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
+    with DagsterInstance.from_config(str(tmp_path)) as instance:
+        context = SimpleNamespace(instance=instance)
+        queue = daemon_main.ChildRunQueue(interval_seconds=daemon_main.CHILD_DEQUEUE_INTERVAL_S)
+        for _ in range(3):
+            list(queue.run_iteration(context))
+        assert len(iterations) == 1  # the first; nothing written since
+        instance.add_run(DagsterRun(job_name="j", run_id="r1", status=DagsterRunStatus.NOT_STARTED))
+        list(queue.run_iteration(context))
+        list(queue.run_iteration(context))
+        assert len(iterations) == 2
+        monkeypatch.setattr(daemon_main, "FULL_DEQUEUE_S", 0.0)
+        list(queue.run_iteration(context))
+        assert len(iterations) == 3
+
+
 def test_daemon_child_skips_a_backfill_iteration_when_nothing_it_acts_on_changed(tmp_path, monkeypatch):
     """The backfill loop calls execute_backfill_iteration by its module name each time round; the
     child's wrapper calls Dagster's only when a backfill at work or a run changed, or every

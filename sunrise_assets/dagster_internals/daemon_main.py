@@ -15,7 +15,8 @@ submit work and wait for it), with changes that Dagster 1.13 has no setting for:
 - a backfill's iteration reads the nights from the instance once, not ~35 times for 30 nights
   (``patch_backfill_partitions_read_once``; each read is O(all nights));
 - the run queue checked every 0.25 s (``CHILD_DEQUEUE_INTERVAL_S``), not dagster.yaml's whole seconds,
-  and its loop's waits in steps of 0.05 s, not Dagster's 0.5 s (``ChildRunQueue``);
+  when the run storage has changed (or every ``FULL_DEQUEUE_S``), and its loop's waits in steps of
+  0.05 s, not Dagster's 0.5 s (``ChildRunQueue``);
 - only the daemons that do the command's work: the backfill daemon, the run queue, run monitoring
   and the event-log consumer (run retries). Not the sensors, schedules, declarative automation or
   freshness: the command has just paired the bucket itself, and on 200 nights the raw-bucket
@@ -68,6 +69,7 @@ FULL_ITERATION_S = 10.0
 # A command's runs wait at most this long in the queue for a free slot (a check is one indexed read
 # of the runs table): the second run of a backfill and the summary's waited ~0.5-1 s at 1 s.
 CHILD_DEQUEUE_INTERVAL_S = 0.25
+FULL_DEQUEUE_S = 2.0
 
 
 def patch_backfill_interval() -> float:
@@ -144,10 +146,24 @@ class WaitInSteps:
 
 class ChildRunQueue(QueuedRunCoordinatorDaemon):
     """The run queue of a command's daemon child: checked every ``interval_seconds`` (0.25 s) as
-    asked, its waits in steps of a fifth of that (a queued run launched ~0.3 s sooner on average)."""
+    asked, its waits in steps of a fifth of that (a queued run launched ~0.3 s sooner on average).
+
+    A run leaves the queue when it is queued or when a run ends and frees a slot: both are writes to
+    the run storage. An iteration reads every run in progress (~10 ms of CPU, 4 times a second, taken
+    from the runs), so it is skipped when the run storage has not changed since the last one, but
+    one in ``FULL_DEQUEUE_S`` is done whatever (a launch retried after a delay, say)."""
 
     def core_loop(self, workspace_process_context, shutdown_event):
         yield from super().core_loop(workspace_process_context, WaitInSteps(shutdown_event, self.interval_seconds / 5))
+
+    def run_iteration(self, workspace_process_context, fixed_iteration_time=None):
+        if not hasattr(self, "_changes"):
+            self._changes, self._full_at = RunStorageChanges(workspace_process_context.instance), 0.0
+        now = time.monotonic()
+        if not self._changes.changed() and now - self._full_at < FULL_DEQUEUE_S:
+            return
+        self._full_at = now
+        yield from super().run_iteration(workspace_process_context, fixed_iteration_time)
 
 
 # One backfill's iteration at a time reads the nights once: the iterations of two backfills may run
