@@ -23,25 +23,14 @@ PHASE_FIGURES = (
 )
 
 
-def test_bench_writes_every_figure(tmp_path):
+def _bench(tmp_path: Path, *options: str) -> tuple[subprocess.CompletedProcess, dict]:
+    """`sunrise bench` as a subprocess on a work directory of its own: (the process, its JSON)."""
     out = tmp_path / "bench.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SUNRISE_", "DAGSTER_"))}
     env["SUNRISE_WORKDIR"] = str(tmp_path / "work")
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sunrise_assets.cli",
-            "bench",
-            "--nights",
-            "3",
-            "--naive-nights",
-            "1",
-            "--workdir",
-            str(tmp_path / "bench"),
-            "--json",
-            str(out),
-        ],
+        [sys.executable, "-m", "sunrise_assets.cli", "bench", *options, "--workdir", str(tmp_path / "bench")]
+        + ["--json", str(out)],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -49,7 +38,11 @@ def test_bench_writes_every_figure(tmp_path):
         timeout=900,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    result = json.loads(out.read_text())
+    return proc, json.loads(out.read_text())
+
+
+def test_bench_writes_every_figure(tmp_path):
+    proc, result = _bench(tmp_path, "--nights", "3", "--naive-nights", "1")
 
     assert result["nights"] == 3
     for key in (
@@ -174,20 +167,7 @@ def test_ingest_over_floor_is_the_median_of_pairs_measured_in_turn():
 
 @pytest.mark.slow  # two `sunrise ingest` with their daemon children
 def test_bench_measures_floor_and_ingest_in_turn(tmp_path):
-    out = tmp_path / "bench.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SUNRISE_", "DAGSTER_"))}
-    env["SUNRISE_WORKDIR"] = str(tmp_path / "work")
-    command = ["bench", "--nights", "2", "--phases", "floor,ingest", "--pairs", "2", "--json", str(out)]
-    proc = subprocess.run(
-        [sys.executable, "-m", "sunrise_assets.cli", *command, "--workdir", str(tmp_path / "bench")],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    result = json.loads(out.read_text())
+    proc, result = _bench(tmp_path, "--nights", "2", "--phases", "floor,ingest", "--pairs", "2")
     pairs = result["ingest_over_floor"]["pairs"]
     assert len(pairs) == 2 and all(p["ingest_returncode"] == 0 and p["ingest_nights_materialized"] == 2 for p in pairs)
     ratios = [p["ingest_wall_s"] / p["floor_wall_s"] for p in pairs]
