@@ -1169,7 +1169,6 @@ def _targets(result: Mapping[str, Any]) -> list[dict[str, Any]]:
             ("" if n >= 2000 else f"linear extrapolation x{2000 / n:.1f} from {n} nights; ")
             + f"registering the nights {plat.get('register_s', 0.0)} s + backfill {plat['wall_s']} s",
         ),
-        tuple(_ingest_target(result).values()),
         (
             "2,000 nights through sunrise ingest",
             "<= 720 s",
@@ -1205,10 +1204,12 @@ def _targets(result: Mapping[str, Any]) -> list[dict[str, Any]]:
             f"{algo['nights_per_s_per_core']} nights/s/core of {algo['recording_hours_mean']} h",
         ),
     ]
-    return [
+    targets = [
         {"target": t, "goal": g, "measured": m, "met": bool(ok), "extrapolated": ex, "note": note}
         for t, g, m, ok, ex, note in rows
     ]
+    targets.insert(2, _ingest_target(result))  # after the platform's two, before ingest's 2,000 nights
+    return targets
 
 
 def check_phases(phases: Sequence[str]) -> None:

@@ -174,8 +174,7 @@ _ITERATION_LOCK = threading.Lock()
 def patch_backfill_partitions_read_once() -> None:
     """A backfill's iteration re-reads every night from the instance many times (35 for a 30-night
     backfill: the materialized subset, the target's validity, each run's planned events per asset):
-    one read per iteration
-    (``step_events.partitions_read_once``, as in a run). Dagster's backfill loop calls
+    one read per iteration (``step_events.partitions_read_once``, as in a run). Dagster's backfill loop calls
     ``execute_backfill_iteration_with_instigation_logger`` by its module name, in its threads or not."""
     original = backfill.execute_backfill_iteration_with_instigation_logger
 

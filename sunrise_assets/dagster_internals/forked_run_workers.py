@@ -24,7 +24,6 @@ run monitoring can tell whether it is alive.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import multiprocessing
 import multiprocessing.forkserver
 import os
@@ -44,6 +43,7 @@ from dagster._utils.interrupts import capture_interrupts
 from dagster_shared.serdes import deserialize_value, serialize_value
 
 from sunalgo.preprocess import SCIPY_MODULES
+from sunrise_assets.lib.daemon_child import die_with_parent
 from sunrise_assets.settings import FORKED_RUN_WORKERS_ENV
 
 PID_TAG = "sunrise/run_worker_pid"
@@ -75,13 +75,12 @@ def start_fork_server() -> None:
 
 
 class CodeServer:
-    """The code location's gRPC server, forked from the warm process (``start``); ``workspace`` is a
-    workspace file that points at it, once it answers."""
+    """The code location's gRPC server, forked from the warm process; ``start`` returns a workspace
+    file that points at it, once it answers."""
 
     def __init__(self, instance_ref: InstanceRef):
         self.directory = Path(tempfile.mkdtemp(prefix="sunrise-code-server-"))  # short: sockets have 107 bytes
         self.socket = self.directory / "grpc.sock"
-        self.workspace: Path | None = None
         self.process = _context.Process(
             target=serve_code_location,
             args=(str(self.socket), serialize_value(instance_ref)),
@@ -100,12 +99,12 @@ class CodeServer:
             except Exception:  # noqa: BLE001 - not listening yet (DagsterUserCodeUnreachableError)
                 time.sleep(0.05)
                 continue
-            self.workspace = self.directory / "workspace.yaml"
-            self.workspace.write_text(
+            workspace = self.directory / "workspace.yaml"
+            workspace.write_text(
                 f"load_from:\n  - grpc_server:\n      socket: {self.socket}\n"
                 f"      location_name: {CODE_LOCATION_NAME}\n"
             )
-            return self.workspace
+            return workspace
         self.stop()
         return None
 
@@ -122,8 +121,7 @@ def serve_code_location(socket_path: str, serialized_instance_ref: str) -> None:
     """In the forked server: `dagster api grpc` as the daemon would start it for workspace.yaml's location."""
     from dagster._cli.api import api_cli
 
-    with contextlib.suppress(Exception):  # SIGKILL when the fork server exits (its daemon child is gone)
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    die_with_parent(signal.SIGKILL)  # when the fork server exits (its daemon child is gone)
     args = ["grpc", "--socket", socket_path, "--module-name", CODE_LOCATION_MODULE]
     args += ["--location-name", CODE_LOCATION_NAME, "--log-level", "warning"]
     args += ["--inject-env-vars-from-instance", "--instance-ref", serialized_instance_ref]

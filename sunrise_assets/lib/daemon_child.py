@@ -42,10 +42,11 @@ def daemon_alive(instance: DagsterInstance) -> bool:
     return beat is not None and time.time() - beat.timestamp < HEARTBEAT_FRESH_S
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: get SIGTERM when the command dies, even by kill -9 (Linux)."""
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """In a child (before exec, or first thing in a fork): get ``sig`` when its parent dies, even by
+    kill -9 (Linux)."""
     with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, sig)  # PR_SET_PDEATHSIG
 
 
 class DaemonChild:
@@ -140,7 +141,7 @@ class DaemonChild:
                 env={**os.environ, settings.FORKED_RUN_WORKERS_ENV: "1", **env},
                 cwd=settings.REPO_ROOT,
                 start_new_session=True,  # Ctrl-C in the terminal reaches the command, which stops it cleanly
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads of ours run at this point
+                preexec_fn=die_with_parent,  # noqa: PLW1509 - no threads of ours run at this point
                 pass_fds=pass_fds,
                 stdout=log,
                 stderr=subprocess.STDOUT,
