@@ -165,6 +165,23 @@ def test_ingest_over_floor_is_the_median_of_pairs_measured_in_turn():
     assert not failed["all_exited_0"]
 
 
+def test_the_2000_night_target_needs_every_night_done_and_says_when_it_is_extrapolated():
+    from sunrise_assets.cli.bench import ingest_2000_target
+
+    def result(nights: int, wall: float, rc: int = 0, done: int | None = None) -> dict:
+        ingest = {"wall_s": wall, "returncode": rc, "nights_materialized": nights if done is None else done}
+        return {"nights": nights, "ingest": ingest}
+
+    measured = ingest_2000_target(result(2000, 452.7))
+    assert (measured["measured"], measured["met"], measured["extrapolated"]) == (452.7, True, False)
+    assert not ingest_2000_target(result(2000, 720.1))["met"]
+    assert not ingest_2000_target(result(2000, 400.0, rc=1))["met"]
+    assert not ingest_2000_target(result(2000, 400.0, done=1999))["met"]
+    scaled = ingest_2000_target(result(200, 52.5))
+    assert (scaled["measured"], scaled["met"], scaled["extrapolated"]) == (525.0, True, True)
+    assert "x10.0 from 200 nights" in scaled["note"]
+
+
 @pytest.mark.slow  # two `sunrise ingest` with their daemon children
 def test_bench_measures_floor_and_ingest_in_turn(tmp_path):
     proc, result = _bench(tmp_path, "--nights", "2", "--phases", "floor,ingest", "--pairs", "2")
@@ -172,6 +189,8 @@ def test_bench_measures_floor_and_ingest_in_turn(tmp_path):
     assert len(pairs) == 2 and all(p["ingest_returncode"] == 0 and p["ingest_nights_materialized"] == 2 for p in pairs)
     ratios = [p["ingest_wall_s"] / p["floor_wall_s"] for p in pairs]
     assert result["ingest_over_floor"]["median_wall"] == pytest.approx(sum(ratios) / 2, abs=0.002)
-    (target,) = result["targets"]
+    target, target_2000 = result["targets"]
     assert target["target"].startswith("sunrise ingest / floor") and "median of 2 pairs" in target["note"]
+    median_ingest = pairs[result["ingest_over_floor"]["median_pair"] - 1]["ingest_wall_s"]
+    assert target_2000["measured"] == pytest.approx(median_ingest * 1000, abs=0.1) and target_2000["extrapolated"]
     assert "targets" in proc.stdout
