@@ -494,6 +494,33 @@ def test_expand_runs_is_bounded(runs, epoch_s, n_epochs):
     assert stages.size * epoch_s <= MAX_STUDY_S + epoch_s
 
 
+def test_expand_runs_reads_a_missing_duration_as_no_epoch_without_numpy_warnings():
+    """NaN and infinite durations are decided explicitly, not by numpy's undefined NaN -> int cast."""
+    import warnings
+
+    from sunrise_assets.domain.psg_readers.psg_labels import expand_runs
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        stages = expand_runs(np.array([0.0, 30.0]), np.array([np.nan, 60.0]), np.array([1, 2], np.int8), 30.0)
+        assert stages.tolist() == [UNSCORED, 2, 2]
+        for onset, duration in ((np.inf, -np.inf), (1e308, 1e308), (0.0, np.inf)):
+            with pytest.raises(PsgFormatError, match="h.txt: sleep stages reach beyond"):
+                expand_runs(np.array([onset]), np.array([duration]), np.array([1], np.int8), 30.0, name="h.txt")
+
+
+@pytest.mark.parametrize("duration", ["inf", "-inf", "nan", "1e400"])
+def test_noxturnal_non_finite_duration_is_an_error_naming_its_line(duration):
+    import warnings
+
+    rows = ["Start Time,End Time,Event,Duration,", "02/01/2024 22:00:00,02/01/2024 22:00:30,N2,30,"]
+    rows.append(f"02/01/2024 22:00:30,02/01/2024 22:01:00,N2,{duration},")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(PsgFormatError, match=rf"e.csv: line 3: duration '{duration}' is not a finite number"):
+            readers.noxturnal_csv.read_noxturnal_csv("\r\n".join(rows).encode(), source="e.csv")
+
+
 @pytest.mark.parametrize(
     "field, value",
     [

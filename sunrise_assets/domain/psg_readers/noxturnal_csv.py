@@ -152,9 +152,11 @@ def read_noxturnal_csv(data: bytes, *, source: str = "", start: datetime | None 
         if duration:
             try:
                 durations[i] = float(duration.replace(",", "."))
-                continue
             except ValueError:
                 raise PsgFormatError(f"{name}: line {lineno}: duration {duration!r} is not a number") from None
+            if not np.isfinite(durations[i]):  # "nan", "inf": a corrupt row, not a run to the end of time
+                raise PsgFormatError(f"{name}: line {lineno}: duration {duration!r} is not a finite number")
+            continue
         if not end:
             raise PsgFormatError(f"{name}: line {lineno}: neither an end time nor a duration")
         end_s, _ = _clock_seconds([end], [lineno], name, after=starts[i])

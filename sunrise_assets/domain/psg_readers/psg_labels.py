@@ -304,9 +304,11 @@ def expand_runs(
     """Run-length stages (onset and duration in s) to one code per epoch; gaps stay unscored, later
     runs win overlaps. ``n_epochs`` pads (unscored) or fixes the length; otherwise the last run ends it."""
     onsets = np.asarray(onsets, dtype=np.float64)
-    durations = np.asarray(durations, dtype=np.float64)
+    # A run without a duration (NaN) covers no epoch; an infinite one stays infinite and is refused below.
+    durations = np.nan_to_num(np.asarray(durations, dtype=np.float64), nan=0.0, posinf=np.inf, neginf=-np.inf)
     codes = np.asarray(codes, dtype=np.int8)
-    ends = (onsets + np.where(np.isnan(durations), 0.0, durations)) / epoch_s
+    with np.errstate(over="ignore", invalid="ignore"):  # inf - inf, 1e308 + 1e308: refused just below
+        ends = (onsets + durations) / epoch_s
     reach = max(
         float(np.abs(ends).max(initial=0.0)), float(np.abs(onsets).max(initial=0.0)) / epoch_s, float(n_epochs or 0)
     )
