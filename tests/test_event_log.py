@@ -131,7 +131,7 @@ def test_the_embedded_instance_uses_it_and_asks_dagster_for_batches(ingested):
     assert int(os.environ["DAGSTER_EVENT_BATCH_SIZE"]) >= NIGHTS_PER_RUN * len(per_night_assets)
     # Per-night rows as Dagster writes them: every night has its own planned and materialization events.
     for key in (AssetKey("bronze_psg"), AssetKey("training_epochs")):
-        planned = instance.get_event_records(
+        planned = instance.event_log_storage.get_event_records(  # the instance's own method is deprecated
             EventRecordsFilter(DagsterEventType.ASSET_MATERIALIZATION_PLANNED, asset_key=key)
         )
         assert {r.partition_key for r in planned} >= set(ingested["report"].materialized)

@@ -59,6 +59,7 @@ def test_refresh_from_gold_reruns_gold_and_warehouse_only(ingested3):
 
 def test_the_summary_follows_the_layers_it_reads_and_no_per_night_job_holds_it():
     from sunrise_assets.definitions import build_defs
+    from sunrise_assets.defs.partitions import nights_partitions
     from sunrise_assets.lib.operations import layer_and_downstream
 
     summary = AssetKey("validation_summary")
@@ -66,6 +67,8 @@ def test_the_summary_follows_the_layers_it_reads_and_no_per_night_job_holds_it()
     assert summary not in layer_and_downstream("warehouse")
     defs = build_defs()
     assert summary not in defs.resolve_job_def("nightly_pipeline").asset_layer.selected_asset_keys
+    # The per-night job's partitions are the nights, taken from its assets (no partitions_def of its own).
+    assert defs.resolve_job_def("nightly_pipeline").partitions_def == nights_partitions
     assert defs.resolve_job_def("validation_summary_job").asset_layer.selected_asset_keys == {summary}
 
 

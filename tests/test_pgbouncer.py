@@ -11,14 +11,17 @@ import psycopg2
 from dagster import (
     AssetKey,
     BackfillPolicy,
+    DagsterEventType,
     DagsterInstance,
     DynamicPartitionsDefinition,
+    EventRecordsFilter,
     MaterializeResult,
     asset,
     materialize,
 )
 from sqlalchemy.engine import make_url
 
+from sunrise_assets.dagster_internals import postgres_event_log
 from sunrise_assets.dagster_internals.names import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from sunrise_assets.settings import REPO_ROOT
 from tests.support.sql_connections import NewConnections
@@ -45,6 +48,9 @@ def test_a_run_on_the_production_instance_goes_through_pgbouncer(tmp_path, postg
     for key, value in pgbouncer.dagster_env(db).items():
         monkeypatch.setenv(key, value)
     assert int(pgbouncer.dagster_env(db)["DAGSTER_PG_PORT"]) != postgres.port
+    # The production event log sets its batch size in this process's environment: undone after the test,
+    # so an embedded instance opened by a later test sets its own.
+    monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", postgres_event_log.EVENT_BATCH_SIZE)
 
     with NewConnections() as connections, DagsterInstance.from_config(str(home)) as instance:
         for storage in (instance.run_storage, instance.event_log_storage, instance.schedule_storage):
@@ -61,7 +67,9 @@ def test_a_run_on_the_production_instance_goes_through_pgbouncer(tmp_path, postg
         key = AssetKey("night_rows")
         # The run's events landed, one per night, as Dagster reads them back through the pooler.
         assert set(instance.get_materialized_partitions(key)) == set(NIGHTS)
-        planned = instance.fetch_planned_materializations(key, limit=100).records
+        planned = instance.event_log_storage.get_event_records(  # the instance's own methods are deprecated
+            EventRecordsFilter(DagsterEventType.ASSET_MATERIALIZATION_PLANNED, asset_key=key), limit=100
+        )
         assert sorted(r.partition_key for r in planned) == sorted(NIGHTS)
         assert instance.get_run_by_id(result.run_id).is_success
         materialization = instance.get_latest_materialization_event(key)

@@ -3,7 +3,6 @@
 from dagster import AssetSelection, define_asset_job, in_process_executor
 
 from resources.cloud_run.executor import executor_from_env
-from sunrise_assets.defs.partitions import nights_partitions
 from sunrise_assets.lib.run_executor import nights_read_once_per_run
 
 LAYERS = ("bronze", "silver", "gold", "warehouse")
@@ -11,11 +10,11 @@ LAYERS = ("bronze", "silver", "gold", "warehouse")
 # the LAYERS groups, so it can never pick one of them up.
 VALIDATION = "validation"
 
-# Raw bucket -> warehouse for the nights (partitions) of one run.
+# Raw bucket -> warehouse for the nights (partitions) of one run; Dagster takes the job's partitions
+# (the nights) from the selected assets.
 nightly_pipeline = define_asset_job(
     "nightly_pipeline",
     selection=AssetSelection.groups(*LAYERS),
-    partitions_def=nights_partitions,
     description="All layers, bronze to warehouse, for the nights of the run (one partition or a range).",
     # Each step already loops over a batch of nights; a process per step would spend more time
     # importing than working. Parallelism comes from concurrent runs (dagster.yaml).
