@@ -305,7 +305,8 @@ def expand_runs(
     runs win overlaps. ``n_epochs`` pads (unscored) or fixes the length; otherwise the last run ends it."""
     onsets = np.asarray(onsets, dtype=np.float64)
     # A run without a duration (NaN) covers no epoch; an infinite one stays infinite and is refused below.
-    durations = np.nan_to_num(np.asarray(durations, dtype=np.float64), nan=0.0, posinf=np.inf, neginf=-np.inf)
+    durations = np.asarray(durations, dtype=np.float64)
+    durations = np.where(np.isnan(durations), 0.0, durations)
     codes = np.asarray(codes, dtype=np.int8)
     with np.errstate(over="ignore", invalid="ignore"):  # inf - inf, 1e308 + 1e308: refused just below
         ends = (onsets + durations) / epoch_s
