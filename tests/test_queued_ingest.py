@@ -631,7 +631,15 @@ def test_an_early_daemon_child_serves_alone_and_steps_aside_for_a_daemon_already
     )
     try:
         with _instance(work) as instance:
-            _wait(lambda: daemon_alive(instance), 180, "the deployed daemon's heartbeats", tmp_path / "deployed.log")
+            # Every daemon of the deployment has beaten once (they start one after another): only then is the
+            # set of heartbeats the one the child must leave alone.
+            required = set(instance.get_required_daemon_types())
+            _wait(
+                lambda: daemon_alive(instance) and set(instance.get_daemon_heartbeats()) >= required,
+                180,
+                "the deployed daemon's heartbeats",
+                tmp_path / "deployed.log",
+            )
             beats = {k: v.daemon_id for k, v in instance.get_daemon_heartbeats().items()}
             aside = DaemonChild(None, log)
             aside.start_early()
